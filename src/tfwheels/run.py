@@ -1,0 +1,179 @@
+"""The one way tfwheels runs an external tool: ``sh`` with an argument list, never a shell string.
+
+Every command is echoed as ``+ cmd`` (quoted so it can be pasted), either captured or streamed line
+by line to callbacks and a log file, and on failure the error names the command and shows the end of
+its output.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import sh
+
+from tfwheels.console import err
+from tfwheels.errors import ToolMissingError, TfwheelsError
+
+LineHandler = Callable[[str], None]
+
+_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command left: its exit status and (when captured) its output."""
+
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    tail: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_code == 0
+
+
+class CommandFailed(TfwheelsError):
+    """A command exited non-zero while the caller required success."""
+
+    def __init__(self, result: Result) -> None:
+        shown = "\n".join(result.tail or (result.stderr or result.stdout).splitlines()[-_TAIL_LINES:])
+        msg = f"command failed with exit {result.exit_code}: {format_argv(result.argv)}"
+        if shown.strip():
+            msg += "\n" + shown
+        super().__init__(msg)
+        self.result = result
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    """Render an argument list the way a user would type it in a POSIX shell."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+class _Interrupter:
+    """Remembers the running child so a signal handler can pass a signal on to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: list[sh.RunningCommand] = []
+
+    def add(self, proc: sh.RunningCommand) -> None:
+        with self._lock:
+            self._procs.append(proc)
+
+    def remove(self, proc: sh.RunningCommand) -> None:
+        with self._lock:
+            if proc in self._procs:
+                self._procs.remove(proc)
+
+    def signal_all(self, signum: int = signal.SIGINT) -> None:
+        """Send ``signum`` to every running child (Bazel cancels cleanly on one SIGINT)."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            try:
+                proc.signal(signum)
+            except (ProcessLookupError, OSError):  # already gone
+                pass
+
+
+running = _Interrupter()
+
+
+def _command(program: str) -> sh.Command:
+    try:
+        return sh.Command(program)
+    except sh.CommandNotFound as exc:
+        msg = f"{program}: command not found on PATH; install it and try again"
+        raise ToolMissingError(msg) from exc
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    echo: bool = True,
+    stream: bool = False,
+    on_line: LineHandler | None = None,
+    log: IO[str] | None = None,
+    stdin: str | None = None,
+) -> Result:
+    """Run ``argv`` and wait for it.
+
+    ``stream=False`` captures stdout and stderr. ``stream=True`` merges them and hands each line to
+    ``on_line`` and ``log`` as it arrives, keeping only the last lines for error messages, so a
+    multi-gigabyte Bazel log never sits in memory. ``env`` replaces the environment when given.
+    """
+    argv = tuple(str(a) for a in argv)
+    if echo:
+        err.print(f"[dim]+ {format_argv(argv)}[/dim]", highlight=False, markup=True)
+    cmd = _command(argv[0])
+    kwargs: dict[str, object] = {
+        "_ok_code": list(range(256)),
+        "_cwd": str(cwd) if cwd is not None else None,
+        "_env": dict(env) if env is not None else None,
+        "_bg": True,
+        "_bg_exc": False,
+        "_new_session": False,
+    }
+    if stdin is not None:
+        kwargs["_in"] = stdin
+    else:
+        kwargs["_in"] = ""
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    if stream:
+
+        def handle(line: str) -> None:
+            text = line.rstrip("\n")
+            tail.append(text)
+            if log is not None:
+                log.write(text + "\n")
+                log.flush()
+            if on_line is not None:
+                on_line(text)
+
+        kwargs["_out"] = handle
+        kwargs["_err_to_out"] = True
+        kwargs["_out_bufsize"] = 1
+        kwargs["_encoding"] = "utf-8"
+        kwargs["_decode_errors"] = "replace"
+    proc = cmd(*argv[1:], **kwargs)
+    running.add(proc)
+    try:
+        proc.wait()
+    finally:
+        running.remove(proc)
+    code = proc.exit_code if proc.exit_code is not None else 1
+    if code < 0:  # killed by a signal
+        code = 128 - code
+    if stream:
+        result = Result(argv, code, tail=tuple(tail))
+    else:
+        result = Result(
+            argv,
+            code,
+            stdout=proc.stdout.decode("utf-8", "replace"),
+            stderr=proc.stderr.decode("utf-8", "replace"),
+        )
+    if check and code != 0:
+        raise CommandFailed(result)
+    return result
+
+
+def which(program: str, path: str | None = None) -> Path | None:
+    """Find ``program`` on PATH (or on ``path``), or None."""
+    found = shutil.which(program, path=path)
+    return Path(found) if found else None
