@@ -1,0 +1,192 @@
+"""Find the right Bazel, check its version, build its command lines and run it with a log.
+
+``bazelisk`` is preferred (it fetches the version the profile pins); else ``bazel``. Debian's
+``bazel-bootstrap`` reports ``no_version``: that is accepted only where a profile says so, and its
+real version is then read from the package manager and shown as such.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfwheels.errors import ToolMissingError
+from tfwheels.profiles import Profile
+from tfwheels.run import Result, run, which
+
+INSTALL_HINT = (
+    "install bazelisk (macOS: brew install bazelisk; Debian: npm install -g @bazel/bazelisk, "
+    "or apt install bazel-bootstrap for Bazel 4.2.3)"
+)
+_PROCESSES = re.compile(r"^INFO: (\d[\d,]*) process(?:es)?(?:: (.*?))?\.?$")
+
+
+@dataclass(frozen=True)
+class BazelTool:
+    """The Bazel that will run: its path, how it was found and what version it is."""
+
+    path: Path
+    kind: str  # "bazelisk" or "bazel"
+    version: str | None
+    reported: str
+    unversioned: bool = False
+
+    def describe(self) -> str:
+        """One line for users: path and version, saying honestly where the version came from."""
+        if self.kind == "bazelisk":
+            return f"bazelisk at {self.path} (runs Bazel {self.version})"
+        if self.unversioned:
+            got = self.version or "unknown"
+            return f"bazel at {self.path}: {got} per its Debian package (the binary reports {self.reported!r})"
+        return f"bazel {self.version} at {self.path}"
+
+
+def _debian_version() -> str | None:
+    if which("dpkg-query") is None:
+        return None
+    for package in ("bazel-bootstrap", "bazel"):
+        result = run(
+            ["dpkg-query", "-W", "-f=${Version}", package], check=False, echo=False
+        )
+        match = re.match(r"(\d+\.\d+\.\d+)", result.stdout.strip())
+        if result.ok and match:
+            return match.group(1)
+    return None
+
+
+def parse_version_output(text: str) -> str | None:
+    """The version in ``bazel --version`` output (``bazel 6.5.0``), None for ``no_version``."""
+    match = re.search(r"bazel (\d+\.\d+\.\d+\S*)", text)
+    return match.group(1) if match else None
+
+
+def _real_binary(wrapper: Path, version: str | None) -> Path:
+    """Debian's ``bazel`` is a wrapper that reads .bazelversion and execs ``bazel-<version>``;
+    ``.bazelversion`` says 4.2.3 but the binary is ``bazel-4``, so call that binary directly."""
+    if version is None:
+        return wrapper
+    real_dir = wrapper.resolve().parent
+    for name in (f"bazel-{version}", f"bazel-{version.split('.')[0]}"):
+        candidate = real_dir / name
+        if candidate.is_file():
+            return candidate
+    return wrapper
+
+
+def find_bazel(profile: Profile, search_path: str | None = None) -> BazelTool:
+    """The Bazel to use for ``profile``, or ToolMissingError with how to get it."""
+    bazelisk = which("bazelisk", search_path)
+    if bazelisk is not None:
+        return BazelTool(bazelisk, "bazelisk", profile.bazel.version, "bazelisk")
+    bazel = which("bazel", search_path)
+    if bazel is None:
+        msg = f"neither bazelisk nor bazel is on PATH; {INSTALL_HINT}"
+        raise ToolMissingError(msg)
+    result = run([str(bazel), "--version"], check=False, echo=False)
+    reported = (result.stdout or result.stderr).strip() or f"exit {result.exit_code}"
+    version = parse_version_output(reported)
+    if version is not None:
+        return BazelTool(bazel, "bazel", version, reported)
+    if not profile.bazel.allow_unversioned:
+        msg = (
+            f"{bazel} reports {reported!r}, not a version, so it cannot be checked against "
+            f"{profile.bazel.version} ({profile.file}); {INSTALL_HINT}, or set "
+            "bazel.allow_unversioned: true in the profile"
+        )
+        raise ToolMissingError(msg)
+    debian = _debian_version()
+    return BazelTool(_real_binary(bazel, debian), "bazel", debian, reported, unversioned=True)
+
+
+def read_bazelversion(tree: Path) -> str | None:
+    """The first line of the workspace's ``.bazelversion``, if there is one."""
+    path = tree / ".bazelversion"
+    if not path.is_file():
+        return None
+    line = path.read_text("utf-8", errors="replace").strip().splitlines()
+    return line[0].strip() if line else None
+
+
+def check_version(tool: BazelTool, profile: Profile, tree: Path | None) -> list[str]:
+    """Raise if Bazel, the profile and the workspace disagree; return warnings."""
+    warnings: list[str] = []
+    wanted = profile.bazel.version
+    pinned = read_bazelversion(tree) if tree is not None else None
+    if pinned is not None and pinned != wanted:
+        msg = (
+            f"{tree}/.bazelversion pins Bazel {pinned} but {profile.file} says bazel.version "
+            f"{wanted}; make the profile match the source it builds"
+        )
+        raise ToolMissingError(msg)
+    if tool.version is None:
+        warnings.append(f"{tool.describe()}: version unknown, assuming {wanted}")
+        return warnings
+    if tool.version != wanted:
+        msg = f"found {tool.describe()}, but {profile.file} needs Bazel {wanted}; {INSTALL_HINT}"
+        raise ToolMissingError(msg)
+    return warnings
+
+
+def bazel_env(tool: BazelTool, profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment Bazel runs in: bazelisk is told the exact version."""
+    env = dict(base)
+    if tool.kind == "bazelisk":
+        env["USE_BAZEL_VERSION"] = profile.bazel.version
+    return env
+
+
+def build_argv(
+    tool: BazelTool,
+    *,
+    startup: Sequence[str],
+    command: str,
+    flags: Sequence[str],
+    targets: Sequence[str],
+    run_args: Sequence[str] = (),
+) -> list[str]:
+    """``bazel <startup> <command> <flags> <targets> [-- run_args]``."""
+    argv = [str(tool.path), *startup, command, *flags, *targets]
+    if run_args:
+        argv += ["--", *run_args]
+    return argv
+
+
+def parse_processes(line: str) -> dict[str, int] | None:
+    """Parse Bazel's ``INFO: 7 processes: 5 remote cache hit, 2 internal.`` summary line.
+
+    >>> parse_processes("INFO: 1 process: 1 internal.")
+    {'total': 1, 'internal': 1}
+    >>> parse_processes("INFO: 7 processes: 5 remote cache hit, 2 internal.")
+    {'total': 7, 'remote cache hit': 5, 'internal': 2}
+    """
+    match = _PROCESSES.match(line.strip())
+    if not match:
+        return None
+    counts = {"total": int(match.group(1).replace(",", ""))}
+    for part in (match.group(2) or "").split(","):
+        part = part.strip().rstrip(".")
+        found = re.match(r"(\d[\d,]*) (.+)", part)
+        if found:
+            counts[found.group(2)] = int(found.group(1).replace(",", ""))
+    return counts
+
+
+def executed_actions(counts: Mapping[str, int]) -> int:
+    """Processes that really ran (everything but Bazel's internal bookkeeping)."""
+    return counts.get("total", 0) - counts.get("internal", 0)
+
+
+def run_bazel(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> Result:
+    """Run Bazel, streaming its output to ``on_line`` and appending it whole to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        return run(argv, cwd=cwd, env=env, stream=True, on_line=on_line, log=log, check=False)
