@@ -20,6 +20,7 @@ INSTALL_HINT = (
     "install bazelisk (macOS: brew install bazelisk; Debian: npm install -g @bazel/bazelisk, "
     "or apt install bazel-bootstrap for Bazel 4.2.3)"
 )
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PROCESSES = re.compile(r"^INFO: (\d[\d,]*) process(?:es)?(?:: (.*?))?\.?$")
 
 
@@ -161,7 +162,7 @@ def parse_processes(line: str) -> dict[str, int] | None:
     >>> parse_processes("INFO: 7 processes: 5 remote cache hit, 2 internal.")
     {'total': 7, 'remote cache hit': 5, 'internal': 2}
     """
-    match = _PROCESSES.match(line.strip())
+    match = _PROCESSES.match(_ANSI.sub("", line).strip())
     if not match:
         return None
     counts = {"total": int(match.group(1).replace(",", ""))}

@@ -217,6 +217,9 @@ class BazelSpec(_Model):
     build_flags: tuple[Flag, ...] = ()
     configs: tuple[ConfigName, ...] = ()
     targets: tuple[Label, ...] = Field(min_length=1)
+    defines: dict[EnvName, SafeText] = Field(
+        default_factory=dict, description="--define NAME=VALUE pairs (merged key by key)."
+    )
     repo_env: dict[EnvName, SafeText] = Field(default_factory=dict)
     action_env: dict[EnvName, SafeText] = Field(default_factory=dict)
 
@@ -301,6 +304,11 @@ class Requires(_Model):
     """Wheels this build consumes from dist/ (TFF takes the TF wheel that build-tf made)."""
 
     wheels: tuple[Value, ...] = ()
+    folder_env: EnvName = Field(
+        default="LOCAL_WHEEL_DIST_FOLDER",
+        description="The --repo_env through which the workspace finds the folder of those wheels "
+        "(TFF's WORKSPACE reads local wheels from local_wheel_dist_folder).",
+    )
 
 
 class RenderedFile(_Model):
@@ -348,6 +356,11 @@ class Profile(_Model):
     def project_dir(self) -> str:
         """The folder of this project under configs/ and patches/ (``tf`` or ``tff``)."""
         return PROJECT_DIRS[self.project]
+
+    @property
+    def key(self) -> str:
+        """A name unique across projects (``tf-example``) for folders under build/."""
+        return f"{self.project_dir}-{self.name}"
 
     def active_patches(self) -> tuple[PatchEntry, ...]:
         """The patches whose version range admits this profile's version."""
@@ -478,12 +491,18 @@ def _load_chain(path: Path, project: str, configs: Path, root: Path | None) -> l
             current = None
             continue
         line = located.lines.get(("extends",), 1)
-        if not isinstance(parent, str) or not re.fullmatch(r"[\w.+-]+", parent):
-            msg = f"{located.file}:{line} extends: give the name of a profile in the same folder"
+        if not isinstance(parent, str) or not re.fullmatch(r"[\w.+-]+(/[\w.+-]+)*", parent) or (
+            ".." in parent.split("/")
+        ):
+            msg = (
+                f"{located.file}:{line} extends: give a profile name in the same folder, or a "
+                "path under configs/ such as shared/debian-bazel"
+            )
             raise ProfileError(msg)
-        current = current.parent / f"{parent}.yaml"
+        folder = configs if "/" in parent else current.parent
+        current = folder / f"{parent}.yaml"
         if not current.is_file():
-            msg = f"{located.file}:{line} extends: no profile {parent!r} in {_display(current.parent, root)}/; check the name"
+            msg = f"{located.file}:{line} extends: no profile {parent!r} ({_display(current, root)} is missing); check the name"
             raise ProfileError(msg)
     chain.reverse()
     return chain

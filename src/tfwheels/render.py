@@ -96,6 +96,9 @@ def template_context(profile: Profile, host: HostValues) -> dict[str, object]:
         "startup_flags": [rc_quote(expand(f, values)) for f in profile.bazel.startup_flags],
         "build_flags": [rc_quote(expand(f, values)) for f in profile.bazel.build_flags],
         "configs": list(profile.bazel.configs),
+        "defines": sorted(
+            (k, rc_quote(expand(v, values))) for k, v in profile.bazel.defines.items()
+        ),
         "repo_env": sorted((k, rc_quote(expand(v, values))) for k, v in profile.bazel.repo_env.items()),
         "action_env": sorted(
             (k, rc_quote(expand(v, values))) for k, v in profile.bazel.action_env.items()

@@ -40,5 +40,5 @@ args=(bdist_wheel --dist-dir "${output_dir}")
 if [[ -n "${plat_name}" ]]; then
   args+=(--plat-name "${plat_name}")
 fi
-TF_VERSION="${version}" "${python}" setup.py --quiet "${args[@]}"
+TF_VERSION="${version}" "${python}" -W ignore setup.py --quiet "${args[@]}"
 echo "Output wheel file is in: ${output_dir}"

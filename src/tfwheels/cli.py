@@ -1,0 +1,280 @@
+"""What each invoke task does, as plain functions that return an exit code.
+
+``tasks.py`` only parses flags and calls these; ``handled`` turns every TfwheelsError into one
+line and its exit code, so users never see a traceback for a problem tfwheels can explain.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from invoke.exceptions import Exit
+from rich.table import Table
+
+from tfwheels import pipeline
+from tfwheels.console import err, out
+from tfwheels.errors import TfwheelsError, UsageError
+from tfwheels.layout import Layout
+from tfwheels.patches import apply_series, load_series, read_state, revert_series
+from tfwheels.plan import BuildOptions, Plan, make_plan
+from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
+from tfwheels.render import write_atomic, write_rendered
+from tfwheels.run import format_argv, run, which
+from tfwheels.source import prepare_source, source_tree
+from tfwheels.wheels import collect as collect_wheels
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PROJECTS = {"tf": "tensorflow", "tff": "tensorflow_federated"}
+
+
+def handled(func: Callable[P, int]) -> Callable[P, int]:
+    """Turn library errors into ``invoke.Exit`` with one red line and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            code = func(*args, **kwargs)
+        except TfwheelsError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/red]; rerun the same command to resume")
+            raise Exit(code=130) from None
+        if code:
+            raise Exit(code=code)
+        return 0
+
+    return wrapper
+
+
+def layout_for(root: Path) -> Layout:
+    """The project layout, with build/ and dist/ movable by TFWHEELS_BUILD and TFWHEELS_DIST."""
+    build = os.environ.get("TFWHEELS_BUILD")
+    dist = os.environ.get("TFWHEELS_DIST")
+    return Layout.at(root, Path(build) if build else None, Path(dist) if dist else None)
+
+
+def project_name(short: str) -> str:
+    """``tf``/``tff`` (or the full name) -> the project's full name."""
+    if short in PROJECTS:
+        return PROJECTS[short]
+    if short in PROJECT_DIRS:
+        return short
+    msg = f"--project {short!r}: use tf or tff"
+    raise UsageError(msg)
+
+
+def _profile(root: Path, project: str, name: str | None) -> tuple[Layout, Profile]:
+    if not name:
+        msg = "--profile is required; `invoke profiles` lists them"
+        raise UsageError(msg)
+    layout = layout_for(root)
+    return layout, load_profile(name, project, layout.configs, layout.root)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def build(
+    root: Path,
+    project: str,
+    profile_name: str | None,
+    *,
+    source: str | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+    jobs: int | None = None,
+    ram: int | None = None,
+    allow_problems: bool = False,
+    force: bool = False,
+) -> int:
+    """Build one profile end to end, or print its plan with ``dry_run``."""
+    layout, profile = _profile(root, project, profile_name)
+    options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=dry_run)
+    if dry_run:
+        plan = make_plan(profile, layout, source_tree(profile, layout, source), options)
+        if as_json:
+            _print_json(plan.to_json())
+        else:
+            _print_plan(plan)
+        return 0
+    tree, done = prepare_source(profile, layout, source, force=force)
+    err.print(f"source: {done}")
+    plan = make_plan(profile, layout, tree, options)
+    for warning in plan.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    result = pipeline.execute(plan, allow_problems=allow_problems, on_line=_echo_line)
+    if as_json:
+        _print_json(_result_json(result))
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _echo_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _print_plan(plan: Plan) -> None:
+    data = plan.to_json()
+    out.print(f"[bold]plan for {data['profile']}[/bold] ({data['project']} {data['version']}, {data['platform']})")
+    out.print(f"source: {data['source']}")
+    out.print(f"bazel: {data['bazel']}")
+    for dest in data["rendered"]:
+        out.print(f"render: {dest}")
+    for patch in data["patches"]:
+        out.print(f"patch: {patch['file']} ({patch['sha256'][:12]})")
+    for argv in data["commands"]:
+        out.print(f"run: {format_argv(argv)}", highlight=False, markup=False)
+    for warning in data["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
+    collected = result.collected
+    return {
+        "profile": result.plan.profile.name,
+        "stages": result.stages,
+        "processes": result.processes,
+        "actions_executed": result.executed,
+        "wheels": collected.accepted if collected else [],
+        "log": str(result.plan.log_path),
+    }
+
+
+def _print_summary(result: pipeline.BuildResult) -> None:
+    table = Table(title=f"tfwheels build: {result.plan.profile.name}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in result.stages.items():
+        table.add_row(name, f"{seconds:.2f}")
+    out.print(table)
+    out.print(f"Bazel actions executed: {result.executed} (processes: {result.processes or 'n/a'})")
+    if result.collected:
+        for entry in result.collected.accepted:
+            out.print(f"wheel: {entry['wheel']}  {entry['size']} bytes  sha256 {entry['sha256'][:16]}…")
+
+
+def configure(root: Path, project: str, profile_name: str | None, *, source: str | None, check: bool) -> int:
+    """Render the profile's files into the source tree (or, with ``check``, say if they differ)."""
+    layout, profile = _profile(root, project, profile_name)
+    tree = source_tree(profile, layout, source)
+    if not tree.is_dir():
+        msg = f"{tree} does not exist yet; run `invoke fetch --profile {profile.name}` or pass --source"
+        raise UsageError(msg)
+    plan = make_plan(profile, layout, tree, BuildOptions(dry_run=True))
+    if check:
+        stale = [d for d, text in plan.rendered.items() if not (tree / d).is_file() or (tree / d).read_text() != text]
+        for dest in stale:
+            out.print(f"out of date: {dest}")
+        return 1 if stale else 0
+    written = write_rendered(plan.rendered, tree)
+    for dest in sorted(plan.rendered):
+        out.print(f"{'wrote' if dest in written else 'unchanged'}: {tree / dest}")
+    return 0
+
+
+def patch(root: Path, project: str, profile_name: str | None, *, source: str | None, revert: bool, as_json: bool) -> int:
+    """Apply the profile's patch series to the tree (or revert what was applied)."""
+    layout, profile = _profile(root, project, profile_name)
+    tree = source_tree(profile, layout, source)
+    if not tree.is_dir():
+        msg = f"{tree} does not exist yet; run `invoke fetch --profile {profile.name}` or pass --source"
+        raise UsageError(msg)
+    if revert:
+        report = revert_series(tree)
+    else:
+        report = apply_series(tree, load_series(profile, layout.patches))
+    if as_json:
+        _print_json({**report.to_json(), "state": read_state(tree)["applied"]})
+        return 0
+    for name in report.applied:
+        out.print(f"applied: {name}")
+    for name in report.skipped:
+        out.print(f"already applied: {name}")
+    for name in report.reverted:
+        out.print(f"reverted: {name}")
+    if not (report.applied or report.skipped or report.reverted):
+        out.print("nothing to do")
+    return 0
+
+
+def collect(root: Path, project: str, profile_name: str | None, *, wheels: list[str], allow_problems: bool) -> int:
+    """Verify wheels (default: the profile's wheelhouse) and move the good ones into dist/."""
+    layout, profile = _profile(root, project, profile_name)
+    paths = [Path(w) for w in wheels] or sorted(layout.wheelhouse(profile.key).glob("*.whl"))
+    if not paths:
+        msg = f"no wheels given and none in {layout.wheelhouse(profile.key)}; build first or name the wheels"
+        raise UsageError(msg)
+    metadata = {"profile": profile.name, "project": profile.project, "version": profile.version, "platform": profile.platform}
+    result = collect_wheels(paths, profile, layout.dist, layout.rejected(), metadata, allow_problems)
+    for entry in result.accepted:
+        out.print(f"collected: {entry['wheel']}")
+    for report in result.rejected:
+        out.print(f"[red]rejected[/red]: {report.wheel} (report in {layout.rejected()})")
+    return 1 if result.rejected else 0
+
+
+def profiles(root: Path, *, as_json: bool) -> int:
+    """List every profile with its project, version, platform and Bazel."""
+    layout = layout_for(root)
+    rows: list[dict[str, Any]] = []
+    for found in list_profiles(layout.configs):
+        profile = load_profile(str(found.path), found.project, layout.configs, layout.root)
+        rows.append(
+            {
+                "name": profile.name,
+                "project": profile.project,
+                "version": profile.version,
+                "platform": profile.platform,
+                "bazel_version": profile.bazel.version,
+                "python": profile.python.version,
+                "file": profile.file,
+                "description": profile.description,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return 0
+    table = Table(title="tfwheels profiles")
+    for column in ("name", "project", "version", "platform", "bazel_version"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("name", "project", "version", "platform", "bazel_version")))
+    out.print(table)
+    return 0
+
+
+def schema(root: Path, output: str | None) -> int:
+    """Write the JSON Schema of profile files (default: schema/profile.schema.json)."""
+    target = Path(output) if output else root / "schema" / "profile.schema.json"
+    data = json.dumps(profile_schema(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    write_atomic(target, data)
+    out.print(f"wrote {target}")
+    return 0
+
+
+def clean(root: Path, *, dist: bool, expunge: bool) -> int:
+    """Remove build/ (and dist/ with ``dist``); ``expunge`` also shuts Bazel down in each tree."""
+    layout = layout_for(root)
+    if expunge and layout.sources.is_dir():
+        bazel = which("bazel") or which("bazelisk")
+        for tree in sorted(layout.sources.iterdir()):
+            if bazel and (tree / "WORKSPACE").exists():
+                run([str(bazel), "clean", "--expunge"], cwd=tree, check=False)
+    for path in [layout.build, *([layout.dist] if dist else [])]:
+        if path.exists():
+            shutil.rmtree(path)
+            out.print(f"removed {path}")
+    return 0

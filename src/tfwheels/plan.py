@@ -1,0 +1,271 @@
+"""Turn a profile into a build plan: every file to render, patch to apply and command to run.
+
+Making a plan changes nothing on disk, so ``--dry-run`` prints exactly what a build would do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tfwheels.bazel import BazelTool, bazel_env, build_argv, check_version, find_bazel
+from tfwheels.errors import ProfileError, TfwheelsError, UsageError
+from tfwheels.hostinfo import resources
+from tfwheels.layout import Layout
+from tfwheels.patches import PatchFile, load_series
+from tfwheels.profiles import Profile
+from tfwheels.pyenv import probe_python
+from tfwheels.render import HostValues, expand, render
+
+# Not secrets, but they change every run; Bazel must not see them as build inputs.
+_BEP_NAME = "build_events.json"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the command line adds to a profile."""
+
+    jobs: int | None = None
+    local_ram_mb: int | None = None
+    dry_run: bool = False
+    extra_flags: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    """Everything one build of a profile will do, in order."""
+
+    profile: Profile
+    layout: Layout
+    tree: Path
+    bazel: BazelTool
+    host: HostValues
+    rendered: dict[str, str]
+    series: list[PatchFile]
+    startup: list[str]
+    flags: list[str]
+    package_argv: list[str] | None
+    env_overrides: dict[str, str]
+    log_path: Path
+    bep_path: Path
+    required_wheels: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def build_argv(self) -> list[str]:
+        """The ``bazel build`` command line."""
+        return build_argv(
+            self.bazel,
+            startup=self.startup,
+            command="build",
+            flags=[*self.flags, f"--build_event_json_file={self.bep_path}"],
+            targets=list(self.profile.bazel.targets),
+        )
+
+    def bazel_commands(self) -> list[list[str]]:
+        """Every Bazel command, in order."""
+        commands = [self.build_argv]
+        if self.profile.package.kind == "run" and self.package_argv:
+            commands.append(self.package_argv)
+        return commands
+
+    def commands(self) -> list[list[str]]:
+        """Every command the build runs, Bazel's and the packaging step's, in order."""
+        commands = [self.build_argv]
+        if self.package_argv:
+            commands.append(self.package_argv)
+        return commands
+
+    def environment(self) -> dict[str, str]:
+        """The environment Bazel and the packaging step run in."""
+        return bazel_env(self.bazel, self.profile, {**os.environ, **self.env_overrides})
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the ``--dry-run --json`` contract: stable keys, argv lists in order."""
+        profile = self.profile
+        return {
+            "profile": profile.name,
+            "profile_file": profile.file,
+            "project": profile.project,
+            "version": profile.version,
+            "platform": profile.platform,
+            "source": str(self.tree),
+            "bazel": self.bazel.describe(),
+            "bazel_version": profile.bazel.version,
+            "bazel_found_version": self.bazel.version,
+            "bazel_commands": self.bazel_commands(),
+            "commands": self.commands(),
+            "targets": list(profile.bazel.targets),
+            "configs": list(profile.bazel.configs),
+            "env": dict(sorted(self.env_overrides.items())),
+            "rendered": dict(sorted(self.rendered.items())),
+            "patches": [{"file": p.name, "sha256": p.entry.sha256} for p in self.series],
+            "wheel": {
+                "distribution": profile.wheel.distribution,
+                "platform_tag": self.host.platform_tag,
+                "output_dir": str(self.host.output),
+            },
+            "requires": [str(p) for p in self.required_wheels],
+            "log": str(self.log_path),
+            "warnings": list(self.warnings),
+        }
+
+
+def _find_required(profile: Profile, layout: Layout) -> tuple[list[Path], list[str]]:
+    found: list[Path] = []
+    missing: list[str] = []
+    for text in profile.requires.wheels:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as exc:
+            msg = f"{profile.file} requires.wheels: {text!r} is not a requirement; write e.g. 'tensorflow==2.14.*'"
+            raise ProfileError(msg) from exc
+        match = None
+        for wheel in sorted(layout.dist.glob("*.whl")):
+            try:
+                name, version, _, _ = parse_wheel_filename(wheel.name)
+            except ValueError:
+                continue
+            if canonicalize_name(name) == canonicalize_name(requirement.name) and (
+                requirement.specifier.contains(version, prereleases=True)
+            ):
+                match = wheel
+        if match is None:
+            missing.append(text)
+        else:
+            found.append(match)
+    return found, missing
+
+
+def _digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _hermetic_python(profile: Profile, tree: Path, python_version: str) -> list[str]:
+    if not profile.python.hermetic:
+        return []
+    lock = tree / f"requirements_lock_{python_version.replace('.', '_')}.txt"
+    if tree.is_dir() and not lock.is_file():
+        msg = (
+            f"{lock.name} is missing in {tree}: this TensorFlow has no hermetic Python "
+            f"{python_version}; set python.version to one it ships a requirements lock for"
+        )
+        raise ProfileError(msg)
+    return [
+        f"--repo_env=HERMETIC_PYTHON_VERSION={python_version}",
+        f"--repo_env=TF_PYTHON_VERSION={python_version}",
+    ]
+
+
+def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOptions) -> Plan:
+    """Resolve a profile against this host into a Plan, touching nothing."""
+    warnings: list[str] = []
+    python = probe_python(profile.configure.PYTHON_BIN_PATH or profile.python.interpreter)
+    python_version = profile.python.version or python.version
+    if profile.python.version and profile.python.version != python.version and not profile.python.hermetic:
+        msg = (
+            f"{profile.file} python.version: {profile.python.version}, but "
+            f"{python.executable} is Python {python.version}; point python.interpreter at a "
+            f"Python {profile.python.version}"
+        )
+        raise ProfileError(msg)
+    output = layout.wheelhouse(profile.key)
+    host = HostValues(
+        workspace=tree,
+        dist=layout.dist,
+        output=output,
+        python_bin=python.executable,
+        python_lib=python.site_packages,
+        python_tag=f"cp{python_version.replace('.', '')}",
+        platform_tag=profile.default_platform_tag(),
+        version=profile.version,
+    )
+    try:
+        bazel = find_bazel(profile)
+        warnings += check_version(bazel, profile, tree if tree.is_dir() else None)
+    except TfwheelsError as exc:
+        if not options.dry_run:
+            raise
+        warnings.append(str(exc))
+        bazel = BazelTool(Path("bazelisk"), "bazelisk", profile.bazel.version, "not found")
+    values = host.placeholders()
+    rendered = render(profile, host, layout.templates)
+    series = load_series(profile, layout.patches)
+    required, missing = _find_required(profile, layout)
+    if missing:
+        project = "build-tf" if any("tensorflow" in m for m in missing) else "build"
+        msg = f"no wheel in {layout.dist} satisfies {', '.join(missing)}; run invoke {project} first"
+        if not options.dry_run:
+            raise UsageError(msg)
+        warnings.append(msg)
+    res = resources()
+    flags = [
+        "--curses=no",
+        "--color=no",
+        f"--jobs={options.jobs or res.jobs}",
+        f"--local_ram_resources={options.local_ram_mb or res.local_ram_mb}",
+    ]
+    if os.environ.get("CI"):
+        flags.append("--show_progress_rate_limit=5")
+    flags += _hermetic_python(profile, tree, python_version)
+    if required:
+        deps = layout.build / "deps" / profile.key
+        flags += [
+            f"--repo_env={profile.requires.folder_env}={deps}",
+            f"--repo_env={profile.requires.folder_env}_DIGEST={_digest(required)}",
+        ]
+    flags += list(options.extra_flags)
+    startup = [f"--bazelrc={tree / rc}" for rc in profile.rc_files]
+    env_overrides = {k: expand(v, values) for k, v in profile.env.items()}
+    env_overrides.setdefault("PYTHON_BIN_PATH", python.executable)
+    package_argv = _package_argv(profile, tree, bazel, startup, flags, values)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Plan(
+        profile=profile,
+        layout=layout,
+        tree=tree,
+        bazel=bazel,
+        host=host,
+        rendered=rendered,
+        series=series,
+        startup=startup,
+        flags=flags,
+        package_argv=package_argv,
+        env_overrides=env_overrides,
+        log_path=layout.logs / f"{profile.key}-{stamp}.log",
+        bep_path=layout.build / "bep" / profile.key / _BEP_NAME,
+        required_wheels=required,
+        warnings=warnings,
+    )
+
+
+def _package_argv(
+    profile: Profile,
+    tree: Path,
+    bazel: BazelTool,
+    startup: list[str],
+    flags: list[str],
+    values: dict[str, str],
+) -> list[str] | None:
+    step = profile.package
+    args = [expand(a, values) for a in step.args]
+    if step.kind == "script":
+        assert step.script is not None
+        return [str(tree / expand(step.script, values)), *args]
+    if step.kind == "run":
+        assert step.target is not None
+        return build_argv(
+            bazel, startup=startup, command="run", flags=flags, targets=[step.target], run_args=args
+        )
+    return None

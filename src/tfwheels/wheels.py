@@ -1,0 +1,135 @@
+"""Collect built wheels into ``dist/``: verified, copied atomically, and listed in a manifest.
+
+A wheel that fails verification goes to ``build/rejected/`` with its report instead, unless the
+user allows problems. ``dist/`` never holds a partial file: each wheel is written under a
+temporary name in ``dist/`` and renamed, and ``manifest.json`` likewise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tfwheels.errors import WheelError
+from tfwheels.profiles import Profile, file_sha256
+from tfwheels.render import write_atomic
+from tfwheels.verify import WheelReport, verify_wheel
+
+MANIFEST = "manifest.json"
+LOCK = ".tfwheels.lock"
+
+
+@dataclass
+class Collected:
+    """What collecting did with each wheel."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[WheelReport] = field(default_factory=list)
+    reports: list[WheelReport] = field(default_factory=list)
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(dist: Path) -> dict[str, Any]:
+    """``dist/manifest.json`` as data (an empty manifest when there is none)."""
+    path = dist / MANIFEST
+    if not path.is_file():
+        return {"wheels": []}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except ValueError as exc:
+        msg = f"{path}: not valid JSON ({exc}); remove it and collect again"
+        raise WheelError(msg) from exc
+    data.setdefault("wheels", [])
+    return data
+
+
+def write_manifest(dist: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest atomically, wheels sorted by name."""
+    manifest["wheels"] = sorted(manifest["wheels"], key=lambda w: w["wheel"])
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    write_atomic(dist / MANIFEST, data)
+
+
+def name_problems(wheel: Path, profile: Profile) -> list[str]:
+    """Ways the wheel's file name disagrees with what the profile builds."""
+    try:
+        name, version, _, tags = parse_wheel_filename(wheel.name)
+    except ValueError as exc:
+        return [f"{wheel.name}: not a wheel file name ({exc})"]
+    problems = []
+    if canonicalize_name(name) != canonicalize_name(profile.wheel.distribution):
+        problems.append(f"distribution is {name!r}, the profile expects {profile.wheel.distribution!r}")
+    pinned = profile.wheel.platform_tag
+    if pinned and pinned not in {t.platform for t in tags}:
+        got = sorted({t.platform for t in tags})
+        problems.append(f"platform tag {'.'.join(got)} is not the profile's {pinned}")
+    return problems
+
+
+def collect(
+    wheels: Iterable[Path],
+    profile: Profile,
+    dist: Path,
+    rejected_dir: Path,
+    metadata: dict[str, Any],
+    allow_problems: bool = False,
+) -> Collected:
+    """Verify each wheel for the profile's platform and move the good ones into ``dist``."""
+    dist.mkdir(parents=True, exist_ok=True)
+    result = Collected()
+    with FileLock(str(dist / LOCK)):
+        manifest = read_manifest(dist)
+        for wheel in sorted(wheels):
+            report = verify_wheel(wheel, profile.platform)
+            for problem in name_problems(wheel, profile):
+                report.add("metadata", wheel.name, problem)
+            result.reports.append(report)
+            if not report.ok and not allow_problems:
+                _reject(wheel, report, rejected_dir)
+                result.rejected.append(report)
+                continue
+            dest = dist / wheel.name
+            digest = file_sha256(wheel)
+            if not (dest.is_file() and file_sha256(dest) == digest):
+                _copy_atomic(wheel, dest)
+            entry = {
+                **metadata,
+                "wheel": wheel.name,
+                "sha256": digest,
+                "size": wheel.stat().st_size,
+                "verified": report.ok,
+                "problems": [p.to_json() for p in report.problems],
+            }
+            manifest["wheels"] = [w for w in manifest["wheels"] if w["wheel"] != wheel.name]
+            manifest["wheels"].append(entry)
+            result.accepted.append(entry)
+        write_manifest(dist, manifest)
+    return result
+
+
+def _reject(wheel: Path, report: WheelReport, rejected_dir: Path) -> None:
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    _copy_atomic(wheel, rejected_dir / wheel.name)
+    data = json.dumps(report.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    write_atomic(rejected_dir / f"{wheel.name}.report.json", data)
