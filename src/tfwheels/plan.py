@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +172,9 @@ def _hermetic_python(profile: Profile, tree: Path, python_version: str) -> list[
 def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOptions) -> Plan:
     """Resolve a profile against this host into a Plan, touching nothing."""
     warnings: list[str] = []
-    python = probe_python(profile.configure.PYTHON_BIN_PATH or profile.python.interpreter)
+    python = probe_python(
+        profile.configure.PYTHON_BIN_PATH or profile.python.interpreter or sys.executable
+    )
     python_version = profile.python.version or python.version
     if profile.python.version and profile.python.version != python.version and not profile.python.hermetic:
         msg = (

@@ -228,7 +228,11 @@ class PythonSpec(_Model):
     """The Python the wheel is for; ``version`` None means the interpreter's own."""
 
     version: PythonVersion | None = None
-    interpreter: Value = "python3"
+    interpreter: Value | None = Field(
+        default=None,
+        description="The Python that builds run with (a name on PATH or a path); default: the "
+        "Python running tfwheels.",
+    )
     hermetic: bool = Field(
         default=False,
         description="TF >= 2.14: pass HERMETIC_PYTHON_VERSION/TF_PYTHON_VERSION and require "
@@ -580,7 +584,9 @@ def load_profile(
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        # A misspelt key also shows up as a missing one; the misspelling is the useful line.
+        errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         raise ProfileError(_error_line(dict(first), merged, chain[-1].file)) from None
     if profile.project != project:
         msg = (

@@ -25,7 +25,7 @@ from tfwheels.render import write_atomic
 from tfwheels.verify import WheelReport, verify_wheel
 
 MANIFEST = "manifest.json"
-LOCK = ".tfwheels.lock"
+LOCK = "dist.lock"
 
 
 @dataclass
@@ -95,10 +95,15 @@ def collect(
     metadata: dict[str, Any],
     allow_problems: bool = False,
 ) -> Collected:
-    """Verify each wheel for the profile's platform and move the good ones into ``dist``."""
+    """Verify each wheel for the profile's platform and move the good ones into ``dist``.
+
+    A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
+    two builds from writing the manifest at once.
+    """
     dist.mkdir(parents=True, exist_ok=True)
+    rejected_dir.parent.mkdir(parents=True, exist_ok=True)
     result = Collected()
-    with FileLock(str(dist / LOCK)):
+    with FileLock(str(rejected_dir.parent / LOCK)):
         manifest = read_manifest(dist)
         for wheel in sorted(wheels):
             report = verify_wheel(wheel, profile.platform)

@@ -1,0 +1,75 @@
+"""No-op rebuild: `invoke build-tf --profile example` against the raw bazel command it runs.
+
+After one build of the example, both are run several times with nothing changed; prints the
+median whole-process times, their difference and ratio, and the actions Bazel executed.
+Target: at most 0.5 s more than raw Bazel, and zero actions executed.
+
+Usage: python benchmarks/noop_rebuild.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_OVERHEAD_S = 0.5
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{argv[:3]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tfwheels-noop-"))
+    tree = work / "tf"
+    shutil.copytree(ROOT / "examples" / "tf-mini", tree)
+    env = {**os.environ, "TFWHEELS_BUILD": str(work / "build"), "TFWHEELS_DIST": str(work / "dist")}
+    build = [sys.executable, "-m", "invoke", "build-tf", "--profile", "example", "--source", str(tree), "--json"]
+    try:
+        first, _ = timed(build, ROOT, env)
+        _, plan_out = timed([*build, "--dry-run"], ROOT, env)
+        raw = json.loads(plan_out.stdout)["bazel_commands"][0]
+        timed(raw, tree, env)  # warm: the same flags as tfwheels, so the server keeps its state
+        tool_times, raw_times, executed = [], [], []
+        for _ in range(args.runs):
+            seconds, result = timed(build, ROOT, env)
+            tool_times.append(seconds)
+            executed.append(json.loads(result.stdout)["actions_executed"])
+            seconds, _ = timed(raw, tree, env)
+            raw_times.append(seconds)
+    finally:
+        bazel = shutil.which("bazel-4") or shutil.which("bazel") or shutil.which("bazelisk")
+        if bazel:
+            subprocess.run([bazel, "shutdown"], cwd=tree, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    tool, bare = statistics.median(tool_times), statistics.median(raw_times)
+    print(f"first build (cold):            {first:7.3f} s")
+    print(f"no-op, invoke build-tf median: {tool:7.3f} s  over {args.runs} runs {['%.3f' % t for t in tool_times]}")
+    print(f"no-op, raw bazel median:       {bare:7.3f} s  {['%.3f' % t for t in raw_times]}")
+    print(f"overhead:                      {tool - bare:+7.3f} s  (target <= {TARGET_OVERHEAD_S} s)")
+    print(f"ratio:                         {tool / bare:7.2f}x")
+    print(f"actions executed (no-op runs): {executed}  (target: all 0)")
+    ok = tool - bare <= TARGET_OVERHEAD_S and not any(executed)
+    print("target met" if ok else "target NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
