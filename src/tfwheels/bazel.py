@@ -166,7 +166,7 @@ def parse_processes(line: str) -> dict[str, int] | None:
     if not match:
         return None
     counts = {"total": int(match.group(1).replace(",", ""))}
-    for part in (match.group(2) or "").split(","):
+    for part in (match.group(2) or "").split(", "):
         part = part.strip().rstrip(".")
         found = re.match(r"(\d[\d,]*) (.+)", part)
         if found:
