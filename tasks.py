@@ -98,4 +98,26 @@ def clean(c, dist=False, expunge=False):
     cli.handled(cli.clean)(ROOT, dist=dist, expunge=expunge)
 
 
-ns = Collection(build_tf, build_tff, configure, patch, collect, profiles, schema, clean)
+@task(help={
+    "profile": _BUILD_HELP["profile"],
+    "project": "tf (default) or tff: look the profile up in configs/tf or configs/tff.",
+    "dest": "Put the tree here instead of build/src/<project>-<profile>.",
+    "force": "Go on despite local changes; re-clone a tree that is at another commit.",
+})
+def fetch(c, profile=None, project="tf", dest=None, force=False):
+    """Clone the profile's source at its tag and check it is the pinned commit."""
+    cli.handled(cli.fetch)(ROOT, cli.project_name(project), profile, dest=dest, force=force)
+
+
+@task(help={
+    "profile": "Also check what this profile needs (Bazel version, Python, Xcode for its configs).",
+    "project": "tf (default) or tff: look the profile up in configs/tf or configs/tff.",
+    "json": 'Print {"checks": [{"name", "status", "detail", "fix"}]} instead of a table.',
+})
+def doctor(c, profile=None, project="tf", json=False):
+    """Check this machine for a TF build: OS/arch, Rosetta, Xcode, Bazel, disk, RAM, compilers."""
+    cli.handled(cli.doctor)(ROOT, cli.project_name(project), profile, as_json=json)
+
+
+ns = Collection(build_tf, build_tff, configure, patch, collect, profiles, schema, clean, fetch,
+                doctor)

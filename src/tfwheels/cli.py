@@ -18,9 +18,11 @@ from typing import Any, ParamSpec, TypeVar
 from invoke.exceptions import Exit
 from rich.table import Table
 
+from tfwheels import doctor as doctor_checks
 from tfwheels import pipeline
 from tfwheels.console import err, out
 from tfwheels.errors import TfwheelsError, UsageError
+from tfwheels.fetch import fetch_source
 from tfwheels.layout import Layout
 from tfwheels.patches import apply_series, load_series, read_state, revert_series
 from tfwheels.plan import BuildOptions, Plan, make_plan
@@ -278,3 +280,16 @@ def clean(root: Path, *, dist: bool, expunge: bool) -> int:
             shutil.rmtree(path)
             out.print(f"removed {path}")
     return 0
+
+
+def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | None, force: bool) -> int:
+    """Clone (or copy) the profile's source tree, checked against its pinned commit."""
+    layout, profile = _profile(root, project, profile_name)
+    _tree, done = fetch_source(profile, layout, Path(dest) if dest else None, force=force)
+    out.print(done, highlight=False)
+    return 0
+
+
+def doctor(root: Path, project: str | None, profile_name: str | None, *, as_json: bool) -> int:
+    """Check this host (and, with a profile, its Bazel and Python) before a long build."""
+    return doctor_checks.doctor_command(root, project, profile_name, as_json)

@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -173,6 +174,17 @@ Sha256 = Annotated[str, AfterValidator(_sha256)]
 Commit = Annotated[str, AfterValidator(_commit)]
 Specifier = Annotated[str, AfterValidator(_specifier)]
 PatchPath = Annotated[str, AfterValidator(_patch_path)]
+
+
+def _refuse_march_native(flags: tuple[str, ...], field: str) -> None:
+    """Refuse -march=native (alone or inside --copt=) in a darwin_arm64 profile."""
+    for flag in flags:
+        if flag == "-march=native" or flag.endswith("=-march=native"):
+            msg = (
+                f"{field}: {flag!r} fails on darwin_arm64, where Apple clang rejects -march=native "
+                "('the clang compiler does not support -march=native'); use -mcpu=apple-m1"
+            )
+            raise ValueError(msg)
 
 
 class _Model(BaseModel):
@@ -355,6 +367,22 @@ class Profile(_Model):
     requires: Requires = Requires()
     env: dict[EnvName, SafeText] = Field(default_factory=dict)
     test_command: tuple[SafeText, ...] = ()
+
+    @field_validator("configure")
+    @classmethod
+    def _no_native_cc_opt_on_darwin_arm64(
+        cls, configure: ConfigureAnswers, info: ValidationInfo
+    ) -> ConfigureAnswers:
+        if info.data.get("platform") == "darwin_arm64":
+            _refuse_march_native(configure.CC_OPT_FLAGS, "CC_OPT_FLAGS")
+        return configure
+
+    @field_validator("bazel")
+    @classmethod
+    def _no_native_copt_on_darwin_arm64(cls, bazel: BazelSpec, info: ValidationInfo) -> BazelSpec:
+        if info.data.get("platform") == "darwin_arm64":
+            _refuse_march_native(bazel.build_flags, "build_flags")
+        return bazel
 
     @property
     def project_dir(self) -> str:

@@ -1,0 +1,60 @@
+"""Locks that keep two runs off the same source tree or the same dist/ folder.
+
+They are kernel file locks (filelock), so a process killed with SIGKILL releases its lock at once
+and never blocks the next run. Beside each lock a small JSON file names the holder (pid and
+command) so a refused run can say who holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from tfwheels.errors import TfwheelsError
+
+
+class LockBusy(TfwheelsError):
+    """Another run holds the lock and the user did not ask to wait."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+def _holder_path(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + ".holder")
+
+
+def describe_holder(lock_path: Path) -> str:
+    """``pid 1234: invoke build-tf --profile example`` from the holder file, if readable."""
+    try:
+        data = json.loads(_holder_path(lock_path).read_text("utf-8"))
+        return f"pid {data['pid']}: {data['command']}"
+    except (OSError, ValueError, KeyError):
+        return "another process"
+
+
+@contextmanager
+def hold(lock_path: Path, what: str, wait: bool, timeout: float | None = None) -> Iterator[None]:
+    """Hold the lock at ``lock_path`` for the block; refuse at once unless ``wait``."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=(timeout if timeout is not None else -1) if wait else 0)
+    except Timeout:
+        holder = describe_holder(lock_path)
+        msg = f"{what} is in use by {holder} (lock {lock_path}); wait for it to finish or pass --wait"
+        raise LockBusy(msg) from None
+    holder = _holder_path(lock_path)
+    try:
+        info = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.time()}
+        holder.write_text(json.dumps(info), "utf-8")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()

@@ -1,0 +1,155 @@
+"""invoke fetch: real git, real bare repositories made in tmp_path, real tags that move."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, invoke
+
+from tfwheels.fetch import fetch_source
+from tfwheels.layout import Layout
+from tfwheels.profiles import load_profile
+from tfwheels.source import SourceError
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd, capture_output=True, text=True, check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> tuple[Path, str]:
+    """A bare repository with tag v1.0 on its first commit; returns (bare path, that commit)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    git("init", "-q", cwd=work)
+    (work / "README").write_text("v1\n")
+    git("add", "README", cwd=work)
+    git("commit", "-q", "-m", "one", cwd=work)
+    git("tag", "v1.0", cwd=work)
+    bare = tmp_path / "upstream.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    return bare, git("rev-parse", "HEAD", cwd=work)
+
+
+def move_tag(bare: Path, tmp_path: Path) -> str:
+    """Re-point v1.0 at a new commit upstream, as a force-pushed tag would; returns it."""
+    work = tmp_path / "mover"
+    git("clone", "-q", str(bare), str(work), cwd=tmp_path)
+    (work / "README").write_text("moved\n")
+    git("commit", "-q", "-am", "two", cwd=work)
+    git("tag", "-f", "v1.0", cwd=work)
+    git("push", "-q", "-f", "origin", "v1.0", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def write_profile(folder: Path, url: Path, commit: str) -> Path:
+    path = folder / "configs" / "tf" / "pinned.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""project: tensorflow
+version: "1.0"
+platform: linux_x86_64
+source:
+  git: {{url: "{url}", ref: v1.0, commit: {commit}}}
+bazel: {{version: "6.5.0", targets: ["//:all"]}}
+package: {{kind: outputs, directory: wheels}}
+wheel: {{distribution: tensorflow}}
+"""
+    )
+    return path
+
+
+def fetch(tmp_path: Path, url: Path, commit: str, *, force: bool = False) -> tuple[Path, str]:
+    write_profile(tmp_path, url, commit)
+    profile = load_profile("pinned", "tensorflow", tmp_path / "configs", tmp_path)
+    layout = Layout.at(tmp_path, tmp_path / "build", tmp_path / "dist")
+    return fetch_source(profile, layout, force=force)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_clones_the_tag_at_the_pinned_commit(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    tree, done = fetch(tmp_path, bare, commit)
+    assert tree == tmp_path / "build" / "src" / "tf-pinned"
+    assert done.startswith("cloned ") and commit[:12] in done
+    assert git("rev-parse", "HEAD", cwd=tree) == commit
+    assert (tree / "README").read_text() == "v1\n"
+    # tfwheels' own files (rendered rc files, patch state) never make the checkout dirty.
+    assert "/.bazelrc.user" in (tree / ".git" / "info" / "exclude").read_text()
+
+
+def test_a_moved_tag_is_an_error_and_leaves_nothing(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    moved = move_tag(bare, tmp_path)
+    with pytest.raises(SourceError) as info:
+        fetch(tmp_path, bare, commit)
+    assert f"resolves to {moved}" in str(info.value) and "the tag moved" in str(info.value)
+    assert leftovers(tmp_path / "build" / "src") == []
+
+
+def test_a_failed_clone_leaves_nothing(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    _, commit = upstream
+    with pytest.raises(SourceError) as info:
+        fetch(tmp_path, tmp_path / "no-such-repo.git", commit)
+    assert "git clone of" in str(info.value)
+    assert leftovers(tmp_path / "build" / "src") == []
+
+
+def test_reuses_a_clean_tree_at_the_pinned_commit(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    tree, _ = fetch(tmp_path, bare, commit)
+    (tree / ".bazelrc.user").write_text("build --config=opt\n")  # rendered by tfwheels: ours
+    again, done = fetch(tmp_path, bare, commit)
+    assert again == tree and done.startswith("reused ")
+
+
+def test_local_changes_are_refused_unless_forced(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    tree, _ = fetch(tmp_path, bare, commit)
+    (tree / "README").write_text("my edit\n")
+    with pytest.raises(SourceError) as info:
+        fetch(tmp_path, bare, commit)
+    assert "local changes (README)" in str(info.value) and "--force" in str(info.value)
+    _, done = fetch(tmp_path, bare, commit, force=True)
+    assert done.startswith("reused ")
+    assert (tree / "README").read_text() == "my edit\n"
+
+
+def test_a_tree_at_another_commit_needs_force(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    tree, _ = fetch(tmp_path, bare, commit)
+    moved = move_tag(bare, tmp_path)
+    with pytest.raises(SourceError):
+        fetch(tmp_path, bare, moved)
+    _, done = fetch(tmp_path, bare, moved, force=True)
+    assert done.startswith("cloned ") and git("rev-parse", "HEAD", cwd=tree) == moved
+
+
+def test_invoke_fetch_end_to_end(tmp_path: Path, upstream: tuple[Path, str]) -> None:
+    bare, commit = upstream
+    path = write_profile(tmp_path, bare, commit)
+    dest = tmp_path / "elsewhere"
+    ok = invoke("fetch", "--profile", str(path), "--dest", str(dest))
+    assert ok.returncode == 0, ok.stderr
+    assert "cloned" in ok.stdout and git("rev-parse", "HEAD", cwd=dest) == commit
+    (dest / "README").write_text("dirty\n")
+    refused = invoke("fetch", "--profile", str(path), "--dest", str(dest))
+    assert refused.returncode == SourceError.exit_code
+    assert "local changes" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_fetch_copies_a_path_profile(tmp_path: Path) -> None:
+    profile = load_profile("example", "tensorflow", ROOT / "configs", ROOT)
+    layout = Layout.at(ROOT, tmp_path / "build", tmp_path / "dist")
+    tree, done = fetch_source(profile, layout, tmp_path / "tf-mini")
+    assert done.startswith("copied ") and (tree / "WORKSPACE").is_file()
+    assert fetch_source(profile, layout, tmp_path / "tf-mini")[1].startswith("reused ")
