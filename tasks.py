@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection, Task, task
 
 from tfwheels import cli
+from tfwheels.variadic import Variadic, install
+
+install({"verify-wheel": Variadic("--wheel", frozenset({"--target", "-t"}))})
+from tfwheels.remote import RemoteOptions
 
 ROOT = Path(__file__).resolve().parent
 
@@ -21,24 +25,72 @@ _BUILD_HELP = {
     "force": "Re-fetch a checkout that is at another commit or has local changes.",
 }
 
+# Caches and remote execution (docs/remote.md); they override the profile's remote: section.
+_REMOTE_HELP = {
+    "disk_cache": "Bazel disk cache folder (default: ~/.cache/tfwheels/disk-cache).",
+    "no_disk_cache": "Build without a disk cache.",
+    "disk_cache_max_gb": "Warn after the build when the disk cache is larger than this (GB).",
+    "repository_cache": "Bazel repository cache folder (default: Bazel's own).",
+    "remote_config": "Merge configs/remote/NAME.yaml (buildbuddy, engflow, bazel-remote, ...).",
+    "remote_cache": "Remote cache URL: http://, https://, grpc:// or grpcs://.",
+    "remote_executor": "Remote execution URL: grpc:// or grpcs://.",
+    "remote_instance": "Remote instance name (--remote_instance_name).",
+    "no_remote_upload": "Read from the remote cache but upload nothing.",
+    "remote_compression": "Compress remote cache traffic (gRPC, Bazel >= 5; else skipped).",
+    "remote_fallback": "Build locally if the remote cannot be reached or refuses the credential.",
+}
 
-@task(help=_BUILD_HELP)
+
+class _RemoteFlagsLongOnly(Task):
+    """A build task whose cache and remote flags get no one-letter form (too many to be useful)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in _REMOTE_HELP:
+            opts["names"] = opts["names"][:1]
+        return opts
+
+
+def _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
+            remote_cache, remote_executor, remote_instance, no_remote_upload, remote_compression,
+            remote_fallback):
+    return RemoteOptions(
+        config=remote_config, disk_cache=disk_cache, no_disk_cache=no_disk_cache,
+        disk_cache_max_gb=disk_cache_max_gb, repository_cache=repository_cache,
+        cache=remote_cache, executor=remote_executor, instance_name=remote_instance,
+        no_upload=no_remote_upload, compression=remote_compression, local_fallback=remote_fallback,
+    )
+
+
+@task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
 def build_tf(c, profile=None, source=None, dry_run=False, json=False, jobs=None, ram=None,
-             allow_problems=False, force=False):
+             allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
+             disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
+             remote_executor=None, remote_instance=None, no_remote_upload=False,
+             remote_compression=False, remote_fallback=False):
     """Build a TensorFlow wheel from a profile: configure, patch, bazel build, collect to dist/."""
+    remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
+                     remote_cache, remote_executor, remote_instance, no_remote_upload,
+                     remote_compression, remote_fallback)
     cli.handled(cli.build)(ROOT, "tensorflow", profile, source=source, dry_run=dry_run, as_json=json,
                            jobs=int(jobs) if jobs else None, ram=int(ram) if ram else None,
-                           allow_problems=allow_problems, force=force)
+                           allow_problems=allow_problems, force=force, remote=remote)
 
 
-@task(help=_BUILD_HELP)
+@task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
 def build_tff(c, profile=None, source=None, dry_run=False, json=False, jobs=None, ram=None,
-              allow_problems=False, force=False):
+              allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
+              disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
+              remote_executor=None, remote_instance=None, no_remote_upload=False,
+              remote_compression=False, remote_fallback=False):
     """Build a TensorFlow Federated wheel against the TF wheel in dist/."""
+    remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
+                     remote_cache, remote_executor, remote_instance, no_remote_upload,
+                     remote_compression, remote_fallback)
     cli.handled(cli.build)(ROOT, "tensorflow_federated", profile, source=source, dry_run=dry_run,
                            as_json=json, jobs=int(jobs) if jobs else None,
                            ram=int(ram) if ram else None, allow_problems=allow_problems,
-                           force=force)
+                           force=force, remote=remote)
 
 
 @task(help={
@@ -119,5 +171,37 @@ def doctor(c, profile=None, project="tf", json=False):
     cli.handled(cli.doctor)(ROOT, cli.project_name(project), profile, as_json=json)
 
 
+@task(iterable=["wheel"], help={
+    "wheel": "A wheel, or a folder of wheels, to verify (bare arguments work too: "
+             "invoke verify-wheel dist/*.whl).",
+    "target": "darwin_arm64, linux_x86_64 or linux_aarch64 (default: what each wheel's tag says).",
+    "json": 'Print {"wheels": [{"wheel", "ok", "target", "binaries", "problems"}]}.',
+})
+def verify_wheel(c, wheel=None, target=None, json=False):
+    """Prove wheels right for their platform: tags, archs, min macOS, libraries, glibc, RECORD."""
+    cli.handled(cli.verify_wheel)(wheel or [], target=target, as_json=json)
+
+
+@task(help={
+    "profile": "Only reports of this profile (default: the newest report of any).",
+    "project": "tf or tff: only reports of this project.",
+    "json": "Print the report file's JSON exactly as it was written.",
+    "markdown": "Print a Markdown table (for $GITHUB_STEP_SUMMARY in CI).",
+})
+def report(c, profile=None, project=None, json=False, markdown=False):
+    """Show the report of the last build again: stages, Bazel's figures, cache hits, wheels."""
+    cli.handled(cli.report)(ROOT, profile, project=project, as_json=json, as_markdown=markdown)
+
+
+@task(help={
+    "json": 'Print {"include": [{"project", "profile", "python"}, ...]} on one line.',
+    "project": "tf or tff: only this project's profiles.",
+    "platform": "The platform whose profiles to list (default: darwin_arm64).",
+})
+def ci_matrix(c, json=False, project=None, platform="darwin_arm64"):
+    """List the buildable profiles of a platform, with their Python, as the CI build matrix."""
+    cli.handled(cli.ci_matrix)(ROOT, platform=platform, project=project, as_json=json)
+
+
 ns = Collection(build_tf, build_tff, configure, patch, collect, profiles, schema, clean, fetch,
-                doctor)
+                doctor, verify_wheel, report, ci_matrix)

@@ -10,12 +10,15 @@ import functools
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from invoke.exceptions import Exit
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from rich.console import Console
 from rich.table import Table
 
 from tfwheels import doctor as doctor_checks
@@ -27,6 +30,10 @@ from tfwheels.layout import Layout
 from tfwheels.patches import apply_series, load_series, read_state, revert_series
 from tfwheels.plan import BuildOptions, Plan, make_plan
 from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
+from tfwheels.remote import RemoteOptions
+from tfwheels import report as build_reports
+from tfwheels.progress import make_display
+from tfwheels.report import cache_figures
 from tfwheels.render import write_atomic, write_rendered
 from tfwheels.run import format_argv, run, which
 from tfwheels.source import prepare_source, source_tree
@@ -99,10 +106,11 @@ def build(
     ram: int | None = None,
     allow_problems: bool = False,
     force: bool = False,
+    remote: RemoteOptions | None = None,
 ) -> int:
     """Build one profile end to end, or print its plan with ``dry_run``."""
     layout, profile = _profile(root, project, profile_name)
-    options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=dry_run)
+    options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=dry_run, remote=remote or RemoteOptions())
     if dry_run:
         plan = make_plan(profile, layout, source_tree(profile, layout, source), options)
         if as_json:
@@ -115,17 +123,18 @@ def build(
     plan = make_plan(profile, layout, tree, options)
     for warning in plan.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")
-    result = pipeline.execute(plan, allow_problems=allow_problems, on_line=_echo_line)
+    # The summary table ends every build, failed ones too; with --json it goes to stderr so
+    # that stdout stays one JSON document.
+    summary_console = err if as_json else out
+    result = pipeline.execute(
+        plan,
+        allow_problems=allow_problems,
+        display=make_display(err),
+        on_finish=lambda finished: _print_summary(finished, summary_console),
+    )
     if as_json:
         _print_json(_result_json(result))
-    else:
-        _print_summary(result)
     return 0
-
-
-def _echo_line(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 def _print_plan(plan: Plan) -> None:
@@ -150,22 +159,21 @@ def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
         "stages": result.stages,
         "processes": result.processes,
         "actions_executed": result.executed,
+        "cache": {k: cache_figures(result.processes)[k] for k in ("remote_cache_hits", "hit_ratio")},
         "wheels": collected.accepted if collected else [],
         "log": str(result.plan.log_path),
+        "report": str(result.report_path) if result.report_path else None,
+        "ok": result.ok,
     }
 
 
-def _print_summary(result: pipeline.BuildResult) -> None:
-    table = Table(title=f"tfwheels build: {result.plan.profile.name}")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    for name, seconds in result.stages.items():
-        table.add_row(name, f"{seconds:.2f}")
-    out.print(table)
-    out.print(f"Bazel actions executed: {result.executed} (processes: {result.processes or 'n/a'})")
-    if result.collected:
-        for entry in result.collected.accepted:
-            out.print(f"wheel: {entry['wheel']}  {entry['size']} bytes  sha256 {entry['sha256'][:16]}…")
+def _print_summary(result: pipeline.BuildResult, console: Console = out) -> None:
+    """The end-of-build table, read back from the report file so it shows what was saved."""
+    path = result.report_path
+    data = build_reports.load_report(path) if path else build_reports.build_report(result)
+    console.print(build_reports.summary_table(data))
+    if path:
+        console.print(f"report: {path}", highlight=False, markup=False)
 
 
 def configure(root: Path, project: str, profile_name: str | None, *, source: str | None, check: bool) -> int:
@@ -293,3 +301,102 @@ def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | Non
 def doctor(root: Path, project: str | None, profile_name: str | None, *, as_json: bool) -> int:
     """Check this host (and, with a profile, its Bazel and Python) before a long build."""
     return doctor_checks.doctor_command(root, project, profile_name, as_json)
+
+
+def verify_wheel(wheels: list[str], *, target: str | None, as_json: bool) -> int:
+    """Verify wheels (files or folders) as one set; exit 1 if any has a problem."""
+    from tfwheels.verify_report import verify_command
+
+    return verify_command(wheels, target, as_json)
+
+
+def report(
+    root: Path,
+    profile_name: str | None = None,
+    *,
+    project: str | None = None,
+    as_json: bool = False,
+    as_markdown: bool = False,
+) -> int:
+    """Print the newest build report again (of one profile or project, when given)."""
+    layout = layout_for(root)
+    path = build_reports.latest_report(layout.build, profile_name, project_name(project) if project else None)
+    if as_json:
+        print(path.read_text("utf-8"), end="")
+        return 0
+    data = build_reports.load_report(path)
+    if as_markdown:
+        print(build_reports.markdown(data), end="")
+        return 0
+    out.print(build_reports.summary_table(data))
+    out.print(f"report: {path}", highlight=False, markup=False)
+    return 0
+
+
+# The Python of CI jobs for profiles that leave python.version to the interpreter.
+CI_DEFAULT_PYTHON = "3.11"
+
+
+def _wheel_provider(profile: Profile, candidates: list[Profile]) -> Profile | None:
+    """The newest of ``candidates`` that builds every wheel ``profile`` requires, or None."""
+    providers: list[Profile] = []
+    for text in profile.requires.wheels:
+        requirement = Requirement(text)
+        matching = [
+            c for c in candidates
+            if canonicalize_name(c.wheel.distribution) == canonicalize_name(requirement.name)
+            and requirement.specifier.contains(c.version, prereleases=True)
+            and c.python.version == profile.python.version
+        ]
+        if not matching:
+            return None
+        providers.append(max(matching, key=lambda c: Version(c.version)))
+    return providers[0] if providers else None
+
+
+def ci_matrix_entries(layout: Layout, platform: str, project: str | None = None) -> list[dict[str, str]]:
+    """The buildable profiles of ``platform`` as GitHub Actions matrix entries.
+
+    A profile that needs another project's wheel (TFF needs TF's) names the profile that builds
+    it as ``tf_profile``, and is left out, with a note on stderr, when no profile does.
+    """
+    loaded = [
+        load_profile(str(found.path), found.project, layout.configs, layout.root)
+        for found in list_profiles(layout.configs)
+    ]
+    same_platform = [p for p in loaded if p.platform == platform]
+    entries: list[dict[str, str]] = []
+    for profile in same_platform:
+        if project and profile.project != project:
+            continue
+        entry = {
+            "project": profile.project_dir,
+            "profile": profile.name,
+            "python": profile.python.version or CI_DEFAULT_PYTHON,
+        }
+        if profile.requires.wheels:
+            provider = _wheel_provider(profile, [p for p in same_platform if p is not profile])
+            if provider is None:
+                wanted = ", ".join(profile.requires.wheels)
+                err.print(f"left out {profile.key}: no {platform} profile builds {wanted}", highlight=False)
+                continue
+            entry[f"{provider.project_dir}_profile"] = provider.name
+        entries.append(entry)
+    return entries
+
+
+def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None = None, as_json: bool = False) -> int:
+    """Print the CI build matrix: every buildable profile of ``platform`` with its Python."""
+    layout = layout_for(root)
+    entries = ci_matrix_entries(layout, platform, project_name(project) if project else None)
+    if as_json:
+        # One line: the workflow passes it through $GITHUB_OUTPUT to strategy.matrix.
+        print(json.dumps({"include": entries}, separators=(",", ":")))
+        return 0
+    table = Table(title=f"CI build matrix ({platform})")
+    for column in ("project", "profile", "python", "needs"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry["project"], entry["profile"], entry["python"], entry.get("tf_profile", ""))
+    out.print(table)
+    return 0

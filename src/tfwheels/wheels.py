@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from tfwheels.errors import WheelError
 from tfwheels.profiles import Profile, file_sha256
 from tfwheels.render import write_atomic
-from tfwheels.verify import WheelReport, verify_wheel
+from tfwheels.verify import Problem, WheelReport, verify_wheel
 
 MANIFEST = "manifest.json"
 LOCK = "dist.lock"
@@ -94,8 +94,12 @@ def collect(
     rejected_dir: Path,
     metadata: dict[str, Any],
     allow_problems: bool = False,
+    companions: Iterable[Path] = (),
 ) -> Collected:
     """Verify each wheel for the profile's platform and move the good ones into ``dist``.
+
+    ``companions`` are the wheels the build consumed (the TF wheel under TFF): libraries the
+    wheel loads from them are not external.
 
     A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
     two builds from writing the manifest at once.
@@ -106,9 +110,8 @@ def collect(
     with FileLock(str(rejected_dir.parent / LOCK)):
         manifest = read_manifest(dist)
         for wheel in sorted(wheels):
-            report = verify_wheel(wheel, profile.platform)
-            for problem in name_problems(wheel, profile):
-                report.add("metadata", wheel.name, problem)
+            report = verify_wheel(wheel, profile.platform, companions=list(companions))
+            report.problems.extend(Problem("metadata", None, p) for p in name_problems(wheel, profile))
             result.reports.append(report)
             if not report.ok and not allow_problems:
                 _reject(wheel, report, rejected_dir)
