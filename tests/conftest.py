@@ -61,3 +61,13 @@ def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> s
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End with the fault-injection figures when tests/faults/ ran."""
+    from faultkit import summary_line
+
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "tests/faults/" in r.nodeid]
+    line = summary_line(len(failed))
+    if line:
+        terminalreporter.write_line(line)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.reader
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tfwheels.errors import ProfileError
@@ -128,8 +129,13 @@ def load_located(path: Path, display: str | None = None) -> Located:
         if "\\t" in problem or "tab" in problem.lower():
             problem += " (indent with spaces, not tabs)"
         raise _fail(file, line, f"YAML syntax error: {problem}") from exc
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        msg = f"contains the control character U+{exc.character:04X}; profiles are plain text, remove it"
+        raise _fail(file, line, msg) from exc
     except yaml.YAMLError as exc:
-        raise _fail(file, 1, f"YAML error: {exc}") from exc
+        problem = " ".join(str(exc).split())
+        raise _fail(file, 1, f"YAML error: {problem}") from exc
     if node is None:
         raise _fail(file, 1, "is empty; a profile is a mapping such as 'project: tensorflow'")
     if not isinstance(node, MappingNode):
