@@ -601,7 +601,15 @@ def _parse_record(text: str, record_name: str) -> tuple[dict[str, _RecordEntry],
     entries: dict[str, _RecordEntry] = {}
     problems: list[Problem] = []
     rows = csv.reader(io.StringIO(text))
-    for row in rows:
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a stray carriage return inside a field
+            detail = f"line {rows.line_num} is not valid CSV: {exc}"
+            problems.append(Problem("record-mismatch", record_name, detail))
+            break
         if not row:
             continue
         if len(row) != 3:
