@@ -7,10 +7,15 @@ from pathlib import Path
 from invoke import Collection, Task, task
 
 from tfwheels import cli
+from tfwheels.remote import RemoteOptions
 from tfwheels.variadic import Variadic, install
 
-install({"verify-wheel": Variadic("--wheel", frozenset({"--target", "-t"}))})
-from tfwheels.remote import RemoteOptions
+install({
+    "verify-wheel": Variadic("--wheel", frozenset({
+        "--target", "-t", "--python", "--output", "--find-links", "--index-url",
+    })),
+    "diagnose": Variadic("--log", frozenset({"--source", "-s"})),
+})
 
 ROOT = Path(__file__).resolve().parent
 
@@ -23,6 +28,9 @@ _BUILD_HELP = {
     "ram": "Bazel --local_ram_resources in MB (default: half of this host's RAM).",
     "allow_problems": "Collect wheels into dist/ even if verification finds problems.",
     "force": "Re-fetch a checkout that is at another commit or has local changes.",
+    "fix": "On an undeclared inclusion, write a BUILD-file patch (added to the profile's "
+           "patches:) and build again, until green or no progress.",
+    "max_rounds": "With --fix: build at most this many times (default 5).",
 }
 
 # Caches and remote execution (docs/remote.md); they override the profile's remote: section.
@@ -54,6 +62,7 @@ class _RemoteFlagsLongOnly(Task):
 def _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
             remote_cache, remote_executor, remote_instance, no_remote_upload, remote_compression,
             remote_fallback):
+    """The cache and remote flags of build-tf/build-tff, unchecked (tfwheels.remote checks them)."""
     return RemoteOptions(
         config=remote_config, disk_cache=disk_cache, no_disk_cache=no_disk_cache,
         disk_cache_max_gb=disk_cache_max_gb, repository_cache=repository_cache,
@@ -67,14 +76,15 @@ def build_tf(c, profile=None, source=None, dry_run=False, json=False, jobs=None,
              allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
              disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
              remote_executor=None, remote_instance=None, no_remote_upload=False,
-             remote_compression=False, remote_fallback=False):
+             remote_compression=False, remote_fallback=False, fix=False, max_rounds=5):
     """Build a TensorFlow wheel from a profile: configure, patch, bazel build, collect to dist/."""
     remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
                      remote_cache, remote_executor, remote_instance, no_remote_upload,
                      remote_compression, remote_fallback)
     cli.handled(cli.build)(ROOT, "tensorflow", profile, source=source, dry_run=dry_run, as_json=json,
                            jobs=int(jobs) if jobs else None, ram=int(ram) if ram else None,
-                           allow_problems=allow_problems, force=force, remote=remote)
+                           allow_problems=allow_problems, force=force, remote=remote, fix=fix,
+                           max_rounds=int(max_rounds))
 
 
 @task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
@@ -82,7 +92,7 @@ def build_tff(c, profile=None, source=None, dry_run=False, json=False, jobs=None
               allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
               disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
               remote_executor=None, remote_instance=None, no_remote_upload=False,
-              remote_compression=False, remote_fallback=False):
+              remote_compression=False, remote_fallback=False, fix=False, max_rounds=5):
     """Build a TensorFlow Federated wheel against the TF wheel in dist/."""
     remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
                      remote_cache, remote_executor, remote_instance, no_remote_upload,
@@ -90,7 +100,7 @@ def build_tff(c, profile=None, source=None, dry_run=False, json=False, jobs=None
     cli.handled(cli.build)(ROOT, "tensorflow_federated", profile, source=source, dry_run=dry_run,
                            as_json=json, jobs=int(jobs) if jobs else None,
                            ram=int(ram) if ram else None, allow_problems=allow_problems,
-                           force=force, remote=remote)
+                           force=force, remote=remote, fix=fix, max_rounds=int(max_rounds))
 
 
 @task(help={
@@ -171,15 +181,36 @@ def doctor(c, profile=None, project="tf", json=False):
     cli.handled(cli.doctor)(ROOT, cli.project_name(project), profile, as_json=json)
 
 
-@task(iterable=["wheel"], help={
+class _VerifyFlagsLongOnly(Task):
+    """verify-wheel: only -w, -t and -j; its later flags are long only (no clashing letters)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name not in ("wheel", "target", "json"):
+            opts["names"] = opts["names"][:1]
+        return opts
+
+
+@task(klass=_VerifyFlagsLongOnly, iterable=["wheel", "find_links"], help={
     "wheel": "A wheel, or a folder of wheels, to verify (bare arguments work too: "
              "invoke verify-wheel dist/*.whl).",
     "target": "darwin_arm64, linux_x86_64 or linux_aarch64 (default: what each wheel's tag says).",
     "json": 'Print {"wheels": [{"wheel", "ok", "target", "binaries", "problems"}]}.',
+    "python": "Python major.minor to check Requires-Python and markers for (default: cpXY tag).",
+    "fix_signatures": "Write a copy of each wheel with stale ad-hoc arm64 signatures rehashed.",
+    "output": "Folder for repaired wheels (default: fixed/ beside each wheel).",
+    "resolve": "Ask pip whether the wheels and all they require install on the target.",
+    "find_links": "With --resolve: a folder of wheels pip may use too (repeatable).",
+    "index_url": "With --resolve: the package index to use instead of pip's configured one.",
+    "no_index": "With --resolve: use no index, only --find-links folders.",
 })
-def verify_wheel(c, wheel=None, target=None, json=False):
-    """Prove wheels right for their platform: tags, archs, min macOS, libraries, glibc, RECORD."""
-    cli.handled(cli.verify_wheel)(wheel or [], target=target, as_json=json)
+def verify_wheel(c, wheel=None, target=None, json=False, python=None, fix_signatures=False,
+                 output=None, resolve=False, find_links=None, index_url=None, no_index=False):
+    """Prove wheels right for their platform: tags, archs, min macOS, libraries, signatures, deps."""
+    cli.handled(cli.verify_wheel)(wheel or [], target=target, as_json=json, python=python,
+                                  fix_signatures=fix_signatures, output=output, resolve=resolve,
+                                  find_links=find_links or [], index_url=index_url,
+                                  no_index=no_index)
 
 
 @task(help={
@@ -203,5 +234,16 @@ def ci_matrix(c, json=False, project=None, platform="darwin_arm64"):
     cli.handled(cli.ci_matrix)(ROOT, platform=platform, project=project, as_json=json)
 
 
+@task(help={
+    "log": "The Bazel log to read (default: build/logs/latest.log, the last build's); "
+           "a bare argument works too: invoke diagnose LOG.",
+    "json": 'Print {"findings": [{"kind", "message", "fix", "location", ...}]}.',
+    "source": "The source tree the log is from; paths inside it are shown relative to it.",
+})
+def diagnose(c, log=None, json=False, source=None):
+    """Explain a failed Bazel build: each distinct failure once, with where it is and the fix."""
+    cli.handled(cli.diagnose)(ROOT, log, as_json=json, source=source)
+
+
 ns = Collection(build_tf, build_tff, configure, patch, collect, profiles, schema, clean, fetch,
-                doctor, verify_wheel, report, ci_matrix)
+                doctor, verify_wheel, report, ci_matrix, diagnose)

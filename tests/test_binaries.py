@@ -143,7 +143,7 @@ def test_elf_from_a_stream_is_spooled_and_gives_the_same_answer() -> None:
 
 
 def test_to_json_uses_user_terms() -> None:
-    info = inspect_binary(*member(UNIVERSAL2))
+    info = inspect_binary(*member(UNIVERSAL2), signatures=True)
     assert info is not None
     assert info.to_json() == {
         "file": DARWIN_SO,
@@ -154,6 +154,16 @@ def test_to_json_uses_user_terms() -> None:
         "rpaths": [],
         "glibc": None,
         "malformed": None,
+        "code_signatures": {
+            "arm64": {
+                "status": "valid",
+                "signer": "ad-hoc, linker-signed",
+                "flags": "0x20002",
+                "hash": "sha256",
+                "pages": 13,
+                "bad_pages": [],
+            }
+        },
     }
 
 

@@ -1,6 +1,8 @@
 """The whole pipeline on real Bazel: the example TF fails unpatched, builds patched, TFF builds on it.
 
 These run Debian's bazel-bootstrap 4.2.3 offline, as CI does, in copies of the example workspaces.
+The example has a second undeclared inclusion that only `--fix` patches, so the builds here use
+the copied project (TFWHEELS_PROJECT) in which conftest's ``fixed_example`` ran `--fix` once.
 """
 
 from __future__ import annotations
@@ -12,17 +14,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import copy_example, invoke, requires_bazel
+from conftest import FixedProject, copy_example, invoke, requires_bazel
+from tfwheels.profiles import load_profile
 
 pytestmark = [pytest.mark.bazel, requires_bazel]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, bazel_trees: list[Path]) -> dict[str, Path]:
-    """Copies of both example workspaces and private build/ and dist/ folders."""
+def project(
+    tmp_path_factory: pytest.TempPathFactory, bazel_trees: list[Path], fixed_example: FixedProject
+) -> dict[str, Path]:
+    """Copies of both example workspaces, private build/ and dist/ folders, and the project whose
+    example profile lists the fix patch."""
+    assert fixed_example.result.returncode == 0, fixed_example.result.stderr[-3000:]
     base = tmp_path_factory.mktemp("pipeline")
     paths = {
+        "root": fixed_example.root,
         "tf": copy_example("tf-mini", base / "tf"),
         "tff": copy_example("tff-mini", base / "tff"),
         "build": base / "build",
@@ -34,7 +43,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, bazel_trees: list[Path]) -
 
 
 def run(project: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"TFWHEELS_BUILD": str(project["build"]), "TFWHEELS_DIST": str(project["dist"])}
+    env = {
+        "TFWHEELS_PROJECT": str(project["root"]),
+        "TFWHEELS_BUILD": str(project["build"]),
+        "TFWHEELS_DIST": str(project["dist"]),
+    }
     return invoke(*args, env=env)
 
 
@@ -57,20 +70,28 @@ def test_dry_run_json_plans_and_changes_nothing(project: dict[str, Path]) -> Non
     assert build[1:3] == ["build", "--curses=no"] and build[-1] == "//tensorflow/tools/pip_package:build_pip_package"
     assert any(a.startswith("--build_event_json_file=") for a in build)
     assert set(plan["rendered"]) == {".tf_configure.bazelrc", ".bazelrc.user"}
-    assert plan["patches"][0]["file"].endswith("0001-framework-tensor-depends-on-platform-logging.patch")
+    assert [p["file"] for p in plan["patches"]] == [
+        "tf/example/0001-framework-tensor-depends-on-platform-logging.patch",
+        "tf/example/0002-str_util.patch",
+    ]
     assert tree_bytes(project["tf"]) == before
     assert not project["build"].exists() and not project["dist"].exists()
 
 
-def test_unpatched_example_fails_with_undeclared_inclusion(project: dict[str, Path]) -> None:
+def test_unpatched_example_fails_with_undeclared_inclusions(project: dict[str, Path]) -> None:
+    example = load_profile("example", "tensorflow", project["root"] / "configs", project["root"])
     unpatched = project["base"] / "unpatched.yaml"
-    unpatched.write_text("extends: tf/example\npatches: []\n")
+    # --keep_going: Bazel reports both undeclared inclusions, whichever compiles first.
+    flags = [*example.bazel.build_flags, "--keep_going"]
+    unpatched.write_text(yaml.safe_dump({"extends": "tf/example", "patches": [], "bazel": {"build_flags": flags}}))
     tree = copy_example("tf-mini", project["base"] / "tf-unpatched")
     result = run(project, "build-tf", "--profile", str(unpatched), "--source", str(tree))
     subprocess.run(["bazel", "shutdown"], cwd=tree, check=False, capture_output=True)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "undeclared inclusion(s) in rule '//tensorflow/core/framework:tensor'" in result.stderr
     assert "'tensorflow/core/platform/logging.h'" in result.stderr
+    assert "undeclared inclusion(s) in rule '//tensorflow/core/lib/strings:str_util'" in result.stderr
+    assert "'tensorflow/core/platform/types.h'" in result.stderr
     log = (project["build"] / "logs" / "latest.log").resolve()
     assert "undeclared inclusion(s) in rule '//tensorflow/core/framework:tensor'" in log.read_text()
     assert "error: bazel build failed (exit 1); full log:" in result.stderr
@@ -91,13 +112,17 @@ def test_patched_example_builds_and_collects(project: dict[str, Path]) -> None:
     assert entry["sha256"] == hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     assert entry["size"] == wheels[0].stat().st_size
     assert entry["profile"] == "example" and entry["bazel_version"] == "4.2.3"
-    assert entry["patches"][0]["sha256"] == hashlib.sha256(
-        (Path(__file__).parent.parent / "patches" / entry["patches"][0]["file"]).read_bytes()
-    ).hexdigest()
+    assert [p["file"] for p in entry["patches"]] == [
+        "tf/example/0001-framework-tensor-depends-on-platform-logging.patch",
+        "tf/example/0002-str_util.patch",
+    ]
+    for applied in entry["patches"]:
+        patch = project["root"] / "patches" / applied["file"]
+        assert applied["sha256"] == hashlib.sha256(patch.read_bytes()).hexdigest()
     assert entry["source"]["tree"] == str(project["tf"]) and entry["build_seconds"] > 0
     assert entry["verified"] is True
     state = json.loads((project["tf"] / ".tfwheels" / "state.json").read_text())
-    assert [p["file"] for p in state["applied"]] == [entry["patches"][0]["file"]]
+    assert [p["file"] for p in state["applied"]] == [p["file"] for p in entry["patches"]]
     assert not list(project["dist"].glob(".*"))  # no temporary or partial files left behind
 
 

@@ -9,17 +9,23 @@ compressed zip member is never decompressed further than the last slice header.
 ELF files are read with pyelftools. It needs random access (section headers sit at the end of the
 file), so a stream is first spooled to a temporary file (in memory while small).
 
+With ``signatures=True`` the arm64 slices' code signatures are checked on the same forward pass
+(see :mod:`tfwheels.codesign`): each arm64 slice's pages are hashed as they stream past, its
+signature blob is kept when it passes, and the stream is read up to the end of the last one.
+
 A malformed binary never raises out of :func:`inspect_binary`: what could be read is kept and the
 first inconsistency is named in :attr:`BinaryInfo.malformed`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import IO, Any, Literal, Protocol
 
@@ -32,6 +38,7 @@ from macholib.mach_o import (
     FAT_MAGIC,
     FAT_MAGIC_64,
     LC_BUILD_VERSION,
+    LC_CODE_SIGNATURE,
     LC_LAZY_LOAD_DYLIB,
     LC_LOAD_DYLIB,
     LC_LOAD_UPWARD_DYLIB,
@@ -65,6 +72,18 @@ from macholib.mach_o import (
     version_min_command,
 )
 from macholib.ptypes import Structure, sizeof
+
+from tfwheels.codesign import (
+    DEFAULT_SCHEME,
+    ByteCapture,
+    PageHasher,
+    PageScheme,
+    SignatureCheck,
+    SignatureError,
+    judge,
+    needs_rehash,
+    parse_signature,
+)
 
 BinaryFormat = Literal["mach-o", "elf"]
 
@@ -124,15 +143,29 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+# Opens the same binary again from its first byte, for a second pass over a signature whose
+# pages are hashed in another way than the first pass guessed (SHA-1, 16 KiB pages).
+Reopen = Callable[[], AbstractContextManager[Readable]]
+_SIGNED_ARCHS = ("arm64", "arm64e")
+
+
 @dataclass(frozen=True)
 class Slice:
-    """One architecture of a binary: a thin Mach-O, one slice of a fat Mach-O, or an ELF file."""
+    """One architecture of a binary: a thin Mach-O, one slice of a fat Mach-O, or an ELF file.
+
+    ``offset`` is where a Mach-O slice starts in its file; ``signature_at`` is LC_CODE_SIGNATURE's
+    (dataoff, datasize), relative to the slice; ``signature`` the verdict on it, for arm64 slices
+    when signatures were checked.
+    """
 
     arch: str
     min_os: str | None = None
     platform: str | None = None
     libraries: tuple[str, ...] = ()
     rpaths: tuple[str, ...] = ()
+    offset: int = 0
+    signature_at: tuple[int, int] | None = None
+    signature: SignatureCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +215,9 @@ class BinaryInfo:
             "rpaths": self.rpaths,
             "glibc": self.glibc,
             "malformed": self.malformed,
+            "code_signatures": {
+                s.arch: s.signature.to_json() for s in self.slices if s.signature is not None
+            },
         }
 
 
@@ -195,7 +231,12 @@ def is_native(first_bytes: bytes) -> bool:
 
 
 def inspect_binary(
-    name: str, stream_or_bytes: bytes | Readable, *, size: int | None = None
+    name: str,
+    stream_or_bytes: bytes | Readable,
+    *,
+    size: int | None = None,
+    signatures: bool = False,
+    reopen: Reopen | None = None,
 ) -> BinaryInfo | None:
     """Read the headers of the binary ``name`` (its path in the wheel), or return None.
 
@@ -204,19 +245,30 @@ def inspect_binary(
     the end. ``size`` (the file's length, known from a zip directory) lets the checks catch
     load commands and slices that point past the end. Returns None when the data is not a
     native binary.
+
+    ``signatures=True`` also checks the code signature of every arm64 Mach-O slice, reading the
+    stream up to the end of the last one; ``reopen`` (needed for a stream, not for bytes) opens
+    the file again from its start for the rare signature whose pages the first pass did not hash
+    the right way.
     """
     if isinstance(stream_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(stream_or_bytes)
         size = len(data)
         stream: Readable = io.BytesIO(data)
+        reopen = reopen or (lambda: nullcontext(io.BytesIO(data)))
     else:
         stream = stream_or_bytes
+    if signatures and reopen is None:
+        msg = "inspect_binary(signatures=True) on a stream needs reopen"
+        raise ValueError(msg)
     head = _read_upto(stream, 8)
     binary_format = _native_format(head)
     if binary_format is None:
         return None
     if binary_format == "mach-o":
-        return _inspect_macho(name, head, _ForwardReader(stream, head), size)
+        reader = _ForwardReader(stream, head)
+        checks = _SignatureChecks(reader, reopen) if signatures and reopen else None
+        return _inspect_macho(name, head, reader, size, checks)
     if isinstance(stream, io.BytesIO):
         stream.seek(0)
         return _inspect_elf(name, stream, size)
@@ -258,13 +310,23 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+class _Tap(Protocol):
+    """Sees every chunk the reader reads, with the position of its first byte."""
+
+    def feed(self, position: int, data: bytes) -> None: ...
+
+
 class _ForwardReader:
-    """Reads a stream front to back; skipping ahead reads and discards (fine for zip members)."""
+    """Reads a stream front to back; skipping ahead reads and discards (fine for zip members).
+
+    ``taps`` see every byte read, skipped ones included (page hashers, signature captures).
+    """
 
     def __init__(self, stream: Readable, head: bytes) -> None:
         self._stream = stream
         self._pending = head
         self.position = 0
+        self.taps: list[_Tap] = []
 
     def read_upto(self, count: int) -> bytes:
         """``count`` bytes, fewer only at the end of the stream."""
@@ -272,6 +334,8 @@ class _ForwardReader:
         self._pending = self._pending[count:]
         if len(data) < count:
             data += _read_upto(self._stream, count - len(data))
+        for tap in self.taps:
+            tap.feed(self.position, data)
         self.position += len(data)
         return data
 
@@ -296,22 +360,136 @@ class _ForwardReader:
                 raise _Malformed(msg)
 
 
-def _inspect_macho(name: str, head: bytes, reader: _ForwardReader, size: int | None) -> BinaryInfo:
+@dataclass(frozen=True)
+class _Pending:
+    """An arm64 slice whose pages are being hashed and whose signature is being captured."""
+
+    offset: int
+    hasher: PageHasher
+    capture: ByteCapture
+
+
+class _SignatureChecks:
+    """Checks the code signatures of the arm64 slices met on one forward pass over a Mach-O.
+
+    Each slice's pages are hashed from its first byte, before its load commands tell whether it
+    is signed, so nothing has to be read twice: the speculation is SHA-256 over 4 KiB pages (what
+    ld64, lld and codesign write for arm64). A signature that hashes otherwise is checked on a
+    second pass through ``reopen``.
+    """
+
+    def __init__(self, reader: _ForwardReader, reopen: Reopen) -> None:
+        self._reader = reader
+        self._reopen = reopen
+        self._pending: list[_Pending] = []
+        self._verdicts: dict[int, SignatureCheck] = {}
+
+    def start(self, offset: int) -> PageHasher:
+        """Hash pages from here, where a slice starts."""
+        hasher = PageHasher(offset, DEFAULT_SCHEME)
+        self._reader.taps.append(hasher)
+        return hasher
+
+    def drop(self, hasher: PageHasher) -> None:
+        """Stop hashing a slice that is not checked after all."""
+        self._reader.taps.remove(hasher)
+
+    def track(self, piece: Slice, hasher: PageHasher) -> Slice:
+        """Keep hashing an arm64 slice up to its signature, and catch the signature as it passes."""
+        if piece.arch not in _SIGNED_ARCHS:
+            self.drop(hasher)
+            return piece
+        if piece.signature_at is None:
+            self.drop(hasher)
+            return dataclasses.replace(piece, signature=SignatureCheck("unsigned"))
+        dataoff, datasize = piece.signature_at
+        if piece.offset + dataoff < self._reader.position:
+            self.drop(hasher)
+            detail = f"LC_CODE_SIGNATURE at byte {dataoff} overlaps the load commands"
+            return dataclasses.replace(piece, signature=SignatureCheck("malformed", detail=detail))
+        hasher.set_limit(dataoff)
+        capture = ByteCapture(piece.offset + dataoff, datasize)
+        self._reader.taps.append(capture)
+        self._pending.append(_Pending(piece.offset, hasher, capture))
+        return piece
+
+    def finish(self, slices: list[Slice]) -> list[Slice]:
+        """Read on to the end of the last signature, then judge every tracked slice."""
+        if self._pending:
+            end = max(pending.capture.end for pending in self._pending)
+            try:
+                self._reader.skip_to(end, "code signature")
+            except _Malformed as exc:
+                for pending in self._pending:
+                    self._verdicts[pending.offset] = SignatureCheck("malformed", detail=str(exc))
+            for pending in self._pending:
+                if pending.offset not in self._verdicts:
+                    self._verdicts[pending.offset] = self._judge(pending)
+        self._reader.taps.clear()
+        return [
+            dataclasses.replace(piece, signature=self._verdicts[piece.offset])
+            if piece.offset in self._verdicts
+            else piece
+            for piece in slices
+        ]
+
+    def _judge(self, pending: _Pending) -> SignatureCheck:
+        digests = pending.hasher.finish()
+        code_end = pending.capture.start - pending.offset
+        try:
+            signature = parse_signature(pending.capture.data)
+        except SignatureError as exc:
+            return SignatureCheck("malformed", code_end=code_end, detail=str(exc))
+        scheme = needs_rehash(signature, pending.hasher.hashed_scheme)
+        if scheme is not None:
+            try:
+                digests = _hash_pages_again(self._reopen, pending.offset, scheme)
+            except _Malformed as exc:
+                return SignatureCheck(
+                    "malformed", signer=signature.signer, code_end=code_end, detail=str(exc)
+                )
+        return judge(signature, digests, code_end)
+
+
+def _hash_pages_again(reopen: Reopen, offset: int, scheme: PageScheme) -> list[bytes]:
+    """Hash a slice's pages as ``scheme`` says, reading the file again from its start."""
+    assert scheme.code_limit is not None
+    with reopen() as stream:
+        reader = _ForwardReader(stream, b"")
+        hasher = PageHasher(offset, scheme)
+        reader.taps.append(hasher)
+        reader.skip_to(offset + scheme.code_limit, "the code the signature covers")
+        return hasher.finish()
+
+
+def _inspect_macho(
+    name: str,
+    head: bytes,
+    reader: _ForwardReader,
+    size: int | None,
+    checks: _SignatureChecks | None,
+) -> BinaryInfo:
     if struct.unpack(">I", head[:4])[0] in (FAT_MAGIC, FAT_MAGIC_64):
-        slices, problem = _read_fat(reader, size)
+        slices, problem = _read_fat(reader, size, checks)
     else:
-        slices, problem = _read_thin_file(reader, size)
+        slices, problem = _read_thin_file(reader, size, checks)
+    if checks is not None:
+        slices = checks.finish(slices)
     return BinaryInfo(name, "mach-o", tuple(slices), malformed=problem)
 
 
-def _read_thin_file(reader: _ForwardReader, size: int | None) -> tuple[list[Slice], str | None]:
+def _read_thin_file(
+    reader: _ForwardReader, size: int | None, checks: _SignatureChecks | None
+) -> tuple[list[Slice], str | None]:
     try:
-        return [_read_slice(reader, 0, size, expected_cputype=None)], None
+        return [_read_slice(reader, 0, size, expected_cputype=None, checks=checks)], None
     except _Malformed as exc:
         return [], str(exc)
 
 
-def _read_fat(reader: _ForwardReader, size: int | None) -> tuple[list[Slice], str | None]:
+def _read_fat(
+    reader: _ForwardReader, size: int | None, checks: _SignatureChecks | None
+) -> tuple[list[Slice], str | None]:
     """Read every slice of a universal binary, in file order; keep the good ones."""
     try:
         header = fat_header.from_str(reader.read_exact(sizeof(fat_header), "fat header"))
@@ -336,7 +514,11 @@ def _read_fat(reader: _ForwardReader, size: int | None) -> tuple[list[Slice], st
             reader.skip_to(int(entry.offset), f"fat slice '{arch}'")
             slices.append(
                 _read_slice(
-                    reader, int(entry.offset), int(entry.size), expected_cputype=int(entry.cputype)
+                    reader,
+                    int(entry.offset),
+                    int(entry.size),
+                    expected_cputype=int(entry.cputype),
+                    checks=checks,
                 )
             )
         except _Malformed as exc:
@@ -345,9 +527,33 @@ def _read_fat(reader: _ForwardReader, size: int | None) -> tuple[list[Slice], st
 
 
 def _read_slice(
+    reader: _ForwardReader,
+    offset: int,
+    size: int | None,
+    *,
+    expected_cputype: int | None,
+    checks: _SignatureChecks | None = None,
+) -> Slice:
+    """Read one mach header and its load commands; the reader stands at the slice's first byte.
+
+    With ``checks``, the slice's pages are hashed from its first byte on; what happens next
+    depends on its arch and load commands (:meth:`_SignatureChecks.track`).
+    """
+    hasher = checks.start(offset) if checks is not None else None
+    try:
+        piece = _read_slice_headers(reader, offset, size, expected_cputype=expected_cputype)
+    except _Malformed:
+        if checks is not None and hasher is not None:
+            checks.drop(hasher)
+        raise
+    if checks is None or hasher is None:
+        return piece
+    return checks.track(piece, hasher)
+
+
+def _read_slice_headers(
     reader: _ForwardReader, offset: int, size: int | None, *, expected_cputype: int | None
 ) -> Slice:
-    """Read one mach header and its load commands; the reader stands at the slice's first byte."""
     magic_bytes = reader.read_exact(4, "Mach-O header")
     known = _THIN_HEADERS.get(struct.unpack(">I", magic_bytes)[0])
     if known is None:
@@ -375,7 +581,8 @@ def _read_slice(
         msg = f"'{arch}' load commands claim {commands_size} bytes; real ones are far smaller"
         raise _Malformed(msg)
     blob = reader.read_exact(commands_size, f"'{arch}' load commands")
-    return _walk_load_commands(arch, blob, int(header.ncmds), endian, size)
+    piece = _walk_load_commands(arch, blob, int(header.ncmds), endian, size)
+    return dataclasses.replace(piece, offset=offset)
 
 
 def _walk_load_commands(arch: str, blob: bytes, count: int, endian: str, size: int | None) -> Slice:
@@ -384,6 +591,7 @@ def _walk_load_commands(arch: str, blob: bytes, count: int, endian: str, size: i
     rpaths: list[str] = []
     min_os: str | None = None
     platform: str | None = None
+    signature_at: tuple[int, int] | None = None
     for cmd, body, label in _load_commands(arch, blob, count, endian):
         if cmd in _DYLIB_LOADS:
             libraries.append(_lc_string(body, dylib_command, "name", endian, label))
@@ -396,9 +604,13 @@ def _walk_load_commands(arch: str, blob: bytes, count: int, endian: str, size: i
         elif cmd == LC_VERSION_MIN_MACOSX and min_os is None:
             platform = PLATFORM_NAMES[PLATFORM_MACOS]
             min_os = _macos_version(int(_command(body, version_min_command, endian, label).version))
-        elif size is not None:
-            _check_file_range(cmd, body, endian, label, size)
-    return Slice(arch, min_os, platform, tuple(libraries), tuple(rpaths))
+        else:
+            if cmd == LC_CODE_SIGNATURE:
+                data = _command(body, linkedit_data_command, endian, label)
+                signature_at = (int(data.dataoff), int(data.datasize))
+            if size is not None:
+                _check_file_range(cmd, body, endian, label, size)
+    return Slice(arch, min_os, platform, tuple(libraries), tuple(rpaths), signature_at=signature_at)
 
 
 def _load_commands(

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from tfwheels import doctor as doctor_checks
 from tfwheels import pipeline
+from tfwheels import report as build_reports
 from tfwheels.console import err, out
 from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.fetch import fetch_source
@@ -30,11 +31,10 @@ from tfwheels.layout import Layout
 from tfwheels.patches import apply_series, load_series, read_state, revert_series
 from tfwheels.plan import BuildOptions, Plan, make_plan
 from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
-from tfwheels.remote import RemoteOptions
-from tfwheels import report as build_reports
 from tfwheels.progress import make_display
-from tfwheels.report import cache_figures
+from tfwheels.remote import RemoteOptions
 from tfwheels.render import write_atomic, write_rendered
+from tfwheels.report import cache_figures
 from tfwheels.run import format_argv, run, which
 from tfwheels.source import prepare_source, source_tree
 from tfwheels.wheels import collect as collect_wheels
@@ -66,10 +66,16 @@ def handled(func: Callable[P, int]) -> Callable[P, int]:
 
 
 def layout_for(root: Path) -> Layout:
-    """The project layout, with build/ and dist/ movable by TFWHEELS_BUILD and TFWHEELS_DIST."""
+    """The project layout. TFWHEELS_PROJECT points at another folder holding configs/,
+    templates/ and patches/; TFWHEELS_BUILD and TFWHEELS_DIST move build/ and dist/."""
+    project = os.environ.get("TFWHEELS_PROJECT")
     build = os.environ.get("TFWHEELS_BUILD")
     dist = os.environ.get("TFWHEELS_DIST")
-    return Layout.at(root, Path(build) if build else None, Path(dist) if dist else None)
+    return Layout.at(
+        Path(project) if project else root,
+        Path(build) if build else None,
+        Path(dist) if dist else None,
+    )
 
 
 def project_name(short: str) -> str:
@@ -107,8 +113,14 @@ def build(
     allow_problems: bool = False,
     force: bool = False,
     remote: RemoteOptions | None = None,
+    fix: bool = False,
+    max_rounds: int = 5,
 ) -> int:
-    """Build one profile end to end, or print its plan with ``dry_run``."""
+    """Build one profile end to end, or print its plan with ``dry_run``.
+
+    ``fix`` patches undeclared inclusions and builds again, up to ``max_rounds`` builds
+    (tfwheels.autofix).
+    """
     layout, profile = _profile(root, project, profile_name)
     options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=dry_run, remote=remote or RemoteOptions())
     if dry_run:
@@ -126,12 +138,22 @@ def build(
     # The summary table ends every build, failed ones too; with --json it goes to stderr so
     # that stdout stays one JSON document.
     summary_console = err if as_json else out
-    result = pipeline.execute(
-        plan,
-        allow_problems=allow_problems,
-        display=make_display(err),
-        on_finish=lambda finished: _print_summary(finished, summary_console),
-    )
+
+    def execute(plan: Plan) -> pipeline.BuildResult:
+        return pipeline.execute(
+            plan,
+            allow_problems=allow_problems,
+            display=make_display(err),
+            on_finish=lambda finished: _print_summary(finished, summary_console),
+        )
+
+    if fix:
+        from tfwheels.autofix import build_with_fixes
+
+        assert profile_name is not None  # _profile refused a missing --profile
+        result = build_with_fixes(plan, execute, profile_ref=profile_name, options=options, max_rounds=max_rounds)
+    else:
+        result = execute(plan)
     if as_json:
         _print_json(_result_json(result))
     return 0
@@ -303,11 +325,34 @@ def doctor(root: Path, project: str | None, profile_name: str | None, *, as_json
     return doctor_checks.doctor_command(root, project, profile_name, as_json)
 
 
-def verify_wheel(wheels: list[str], *, target: str | None, as_json: bool) -> int:
+def verify_wheel(
+    wheels: list[str],
+    *,
+    target: str | None,
+    as_json: bool,
+    python: str | None = None,
+    fix_signatures: bool = False,
+    output: str | None = None,
+    resolve: bool = False,
+    find_links: list[str] | None = None,
+    index_url: str | None = None,
+    no_index: bool = False,
+) -> int:
     """Verify wheels (files or folders) as one set; exit 1 if any has a problem."""
+    from tfwheels.resolve import ResolveOptions
     from tfwheels.verify_report import verify_command
 
-    return verify_command(wheels, target, as_json)
+    if (find_links or index_url or no_index) and not resolve:
+        msg = "--find-links, --index-url and --no-index only apply with --resolve"
+        raise UsageError(msg)
+    if output and not fix_signatures:
+        msg = "--output only applies with --fix-signatures (where to write repaired wheels)"
+        raise UsageError(msg)
+    options = ResolveOptions(tuple(find_links or ()), index_url, no_index) if resolve else None
+    return verify_command(
+        wheels, target, as_json, python=python, fix_signatures=fix_signatures, output=output,
+        resolve=options,
+    )
 
 
 def report(
@@ -400,3 +445,10 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
         table.add_row(entry["project"], entry["profile"], entry["python"], entry.get("tf_profile", ""))
     out.print(table)
     return 0
+
+
+def diagnose(root: Path, log: str | None, *, as_json: bool, source: str | None) -> int:
+    """Diagnose a Bazel log (default: the last build's); exit 1 when failures were found."""
+    from tfwheels.diagnose import diagnose_command
+
+    return diagnose_command(log, as_json, source, layout_for(root).logs)

@@ -15,10 +15,13 @@ from typing import Any
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
-from tfwheels.errors import BuildError
+from tfwheels.credentials import session as remote_session
+from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
-from tfwheels.render import write_atomic, write_rendered
+from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
+from tfwheels.render import expand, write_atomic, write_rendered
+from tfwheels.report import write_report
 from tfwheels.run import run
 from tfwheels.source import head_commit
 from tfwheels.wheels import Collected, collect
@@ -38,6 +41,15 @@ class BuildResult:
     summary: BuildSummary | None = None
     packaged: bool = False
     collected: Collected | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    ok: bool = False
+    error: str | None = None
+    failed_stage: str | None = None
+    bazel_exit: int | None = None
+    diagnosis: list[str] = field(default_factory=list)
+    progress: ProgressState | None = None
+    report_path: Path | None = None
 
     @property
     def executed(self) -> int:
@@ -50,6 +62,9 @@ def _stage(result: BuildResult, name: str) -> Iterator[None]:
     start = time.monotonic()
     try:
         yield
+    except BaseException:
+        result.failed_stage = name
+        raise
     finally:
         result.stages[name] = round(time.monotonic() - start, 3)
 
@@ -65,7 +80,10 @@ def _point_latest(log: Path) -> None:
 def _runfiles_fingerprint(plan: Plan) -> str | None:
     """A digest of what the packaging step reads, to skip it when nothing changed."""
     step = plan.profile.package
-    digest = hashlib.sha256("\0".join(plan.package_argv or []).encode())
+    # The step's own arguments, not the whole argv: that also holds per-run paths (a remote
+    # cache's private rc file), which would make every run look new.
+    values = plan.host.placeholders()
+    digest = hashlib.sha256("\0".join(expand(a, values) for a in step.args).encode())
     if step.kind == "script":
         root = Path(plan.package_argv[0] + ".runfiles") if plan.package_argv else None
     elif step.kind == "run" and step.target:
@@ -99,9 +117,10 @@ def _package(plan: Plan, result: BuildResult, on_line: Callable[[str], None] | N
         shutil.rmtree(output)
     output.mkdir(parents=True)
     assert plan.package_argv is not None
-    outcome = run_bazel(
-        plan.package_argv, cwd=plan.tree, env=plan.environment(), log_path=plan.log_path, on_line=on_line
-    )
+    with remote_session(plan):
+        outcome = run_bazel(
+            plan.package_argv, cwd=plan.tree, env=plan.environment(), log_path=plan.log_path, on_line=on_line
+        )
     if not outcome.ok:
         tail = "\n".join(outcome.tail[-15:])
         msg = f"packaging step failed (exit {outcome.exit_code}); full log: {plan.log_path}\n{tail}"
@@ -150,14 +169,76 @@ def _stage_required(plan: Plan) -> None:
             shutil.copy2(wheel, target)
 
 
+LineHandler = Callable[[str], None]
+
+
 def execute(
     plan: Plan,
     *,
     allow_problems: bool = False,
-    on_line: Callable[[str], None] | None = None,
+    on_line: LineHandler | None = None,
+    display: Display | None = None,
+    on_finish: Callable[[BuildResult], None] | None = None,
 ) -> BuildResult:
-    """Run every stage of ``plan``; raise BuildError (with the log) if Bazel fails."""
-    result = BuildResult(plan)
+    """Run every stage of ``plan``; raise BuildError (with the log) if Bazel fails.
+
+    Progress goes to ``display`` (see tfwheels.progress; None shows nothing) and every console
+    line to ``on_line`` as well. Whatever happens, a report is written to ``build/reports/`` and
+    ``on_finish`` gets the finished result (``report_path`` set) before an error goes on up.
+    """
+    result = BuildResult(plan, started=time.time())
+    monitor = BuildMonitor(plan.bep_path, display, label=plan.profile.key)
+    result.progress = monitor.state
+    monitor.start()
+    try:
+        _run_stages(plan, result, monitor, allow_problems, on_line)
+        result.ok = True
+    except BaseException as exc:
+        result.error = _describe(exc)
+        if result.failed_stage in ("build", "package"):
+            result.diagnosis = diagnose_log(plan.log_path)
+        raise
+    finally:
+        monitor.stop(result.ok, result.diagnosis)
+        result.finished = time.time()
+        _report(result)
+        if on_finish is not None:
+            on_finish(result)
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, TfwheelsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _report(result: BuildResult) -> None:
+    """Write the report; a full disk must not hide the build's own outcome."""
+    try:
+        result.report_path = write_report(result)
+    except OSError as exc:
+        err.print(f"[yellow]warning:[/yellow] could not write the build report: {exc}")
+
+
+def _tee(*handlers: LineHandler | None) -> LineHandler:
+    def handle(line: str) -> None:
+        for handler in handlers:
+            if handler is not None:
+                handler(line)
+
+    return handle
+
+
+def _run_stages(
+    plan: Plan,
+    result: BuildResult,
+    monitor: BuildMonitor,
+    allow_problems: bool,
+    on_line: LineHandler | None,
+) -> None:
     tree = plan.tree
     with _stage(result, "configure"):
         result.rendered = write_rendered(plan.rendered, tree)
@@ -166,6 +247,8 @@ def execute(
     _stage_required(plan)
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
     plan.bep_path.parent.mkdir(parents=True, exist_ok=True)
+    # Whatever the progress reader finds in the BEP file must come from this build.
+    plan.bep_path.unlink(missing_ok=True)
     plan.log_path.touch()
     _point_latest(plan.log_path)
 
@@ -173,25 +256,33 @@ def execute(
         counts = parse_processes(line)
         if counts is not None:
             result.processes = counts
-        if on_line is not None:
-            on_line(line)
 
-    with _stage(result, "build"):
-        outcome = run_bazel(
-            plan.build_argv, cwd=tree, env=plan.environment(), log_path=plan.log_path, on_line=watch
-        )
-    result.summary = summarize_file(plan.bep_path)
-    if not outcome.ok:
-        msg = (
-            f"bazel build failed (exit {outcome.exit_code}); full log: {plan.log_path}; "
-            "run `invoke diagnose` for the cause and the fix"
-        )
-        raise BuildError(msg, outcome.exit_code, str(plan.log_path))
+    with _stage(result, "build"), remote_session(plan, build=True):
+        monitor.tail_bep(True)
+        try:
+            outcome = run_bazel(
+                plan.build_argv,
+                cwd=tree,
+                env=plan.environment(),
+                log_path=plan.log_path,
+                on_line=_tee(watch, monitor.on_line, on_line),
+            )
+        finally:
+            monitor.tail_bep(False)
+        result.bazel_exit = outcome.exit_code
+        result.summary = summarize_file(plan.bep_path)
+        if not outcome.ok:
+            msg = (
+                f"bazel build failed (exit {outcome.exit_code}); full log: {plan.log_path}; "
+                "run `invoke diagnose` for the cause and the fix"
+            )
+            raise BuildError(msg, outcome.exit_code, str(plan.log_path))
+    monitor.enter("packaging")
     with _stage(result, "package"):
-        wheels = _package(plan, result, on_line)
-    if not wheels:
-        msg = f"the build made no wheel in {plan.host.output}; check package: in {plan.profile.file}"
-        raise BuildError(msg, 1, str(plan.log_path))
+        wheels = _package(plan, result, _tee(monitor.on_line, on_line))
+        if not wheels:
+            msg = f"the build made no wheel in {plan.host.output}; check package: in {plan.profile.file}"
+            raise BuildError(msg, 1, str(plan.log_path))
     with _stage(result, "collect"):
         result.collected = collect(
             wheels,
@@ -200,13 +291,13 @@ def execute(
             plan.layout.rejected(),
             manifest_metadata(plan, result),
             allow_problems=allow_problems,
+            companions=plan.required_wheels,
         )
-    if result.collected.rejected:
-        names = ", ".join(r.wheel for r in result.collected.rejected)
-        msg = (
-            f"{names} failed verification and went to {plan.layout.rejected()}/ with a report; "
-            "fix the build, or pass --allow-problems to collect anyway"
-        )
-        err.print(f"[red]{msg}[/red]")
-        raise BuildError(msg, 1, str(plan.log_path))
-    return result
+        if result.collected.rejected:
+            names = ", ".join(r.wheel for r in result.collected.rejected)
+            msg = (
+                f"{names} failed verification and went to {plan.layout.rejected()}/ with a report; "
+                "fix the build, or pass --allow-problems to collect anyway"
+            )
+            err.print(f"[red]{msg}[/red]")
+            raise BuildError(msg, 1, str(plan.log_path))

@@ -22,7 +22,8 @@ from tfwheels.hostinfo import resources
 from tfwheels.layout import Layout
 from tfwheels.patches import PatchFile, load_series
 from tfwheels.profiles import Profile
-from tfwheels.pyenv import probe_python
+from tfwheels.pyenv import PythonFacts, probe_python
+from tfwheels.remote import RemoteOptions, RemotePlan, resolve_remote
 from tfwheels.render import HostValues, expand, render
 
 # Not secrets, but they change every run; Bazel must not see them as build inputs.
@@ -37,6 +38,7 @@ class BuildOptions:
     local_ram_mb: int | None = None
     dry_run: bool = False
     extra_flags: tuple[str, ...] = ()
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Plan:
     bep_path: Path
     required_wheels: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    remote: RemotePlan = field(default_factory=RemotePlan)
 
     @property
     def build_argv(self) -> list[str]:
@@ -86,7 +89,11 @@ class Plan:
 
     def environment(self) -> dict[str, str]:
         """The environment Bazel and the packaging step run in."""
-        return bazel_env(self.bazel, self.profile, {**os.environ, **self.env_overrides})
+        base = {**os.environ, **self.env_overrides}
+        # Credentials reach Bazel only through the private rc file, never its client env (the BEP
+        # records every client variable).
+        base = {k: v for k, v in base.items() if k not in self.remote.secret_env}
+        return bazel_env(self.bazel, self.profile, base)
 
     def to_json(self) -> dict[str, Any]:
         """The plan as the ``--dry-run --json`` contract: stable keys, argv lists in order."""
@@ -116,6 +123,7 @@ class Plan:
             "requires": [str(p) for p in self.required_wheels],
             "log": str(self.log_path),
             "warnings": list(self.warnings),
+            "remote": self.remote.to_json(),
         }
 
 
@@ -169,12 +177,24 @@ def _hermetic_python(profile: Profile, tree: Path, python_version: str) -> list[
     ]
 
 
+def _python(profile: Profile, options: BuildOptions, warnings: list[str]) -> PythonFacts:
+    """The build's Python; in a dry run a missing one is a warning, so plans work on any host."""
+    interpreter = profile.configure.PYTHON_BIN_PATH or profile.python.interpreter or sys.executable
+    try:
+        return probe_python(interpreter)
+    except TfwheelsError as exc:
+        if not options.dry_run or profile.python.version is None:
+            raise
+        warnings.append(str(exc))
+        major, minor = (int(part) for part in profile.python.version.split("."))
+        site = f"<site-packages of {interpreter}>"
+        return PythonFacts(interpreter, major, minor, site)
+
+
 def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOptions) -> Plan:
     """Resolve a profile against this host into a Plan, touching nothing."""
     warnings: list[str] = []
-    python = probe_python(
-        profile.configure.PYTHON_BIN_PATH or profile.python.interpreter or sys.executable
-    )
+    python = _python(profile, options, warnings)
     python_version = profile.python.version or python.version
     if profile.python.version and profile.python.version != python.version and not profile.python.hermetic:
         msg = (
@@ -228,8 +248,15 @@ def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOption
             f"--repo_env={profile.requires.folder_env}={deps}",
             f"--repo_env={profile.requires.folder_env}_DIGEST={_digest(required)}",
         ]
+    remote = resolve_remote(
+        profile, options.remote, layout.configs, bazel.version or profile.bazel.version,
+        dry_run=options.dry_run,
+    )
+    warnings += remote.warnings
+    flags += remote.flags
     flags += list(options.extra_flags)
     startup = [f"--bazelrc={tree / rc}" for rc in profile.rc_files]
+    startup += remote.startup
     env_overrides = {k: expand(v, values) for k, v in profile.env.items()}
     env_overrides.setdefault("PYTHON_BIN_PATH", python.executable)
     package_argv = _package_argv(profile, tree, bazel, startup, flags, values)
@@ -250,6 +277,7 @@ def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOption
         bep_path=layout.build / "bep" / profile.key / _BEP_NAME,
         required_wheels=required,
         warnings=warnings,
+        remote=remote,
     )
 
 

@@ -35,6 +35,8 @@ from pydantic import (
 )
 
 from tfwheels.errors import ProfileError
+from tfwheels.remote import RemoteSpec
+from tfwheels.tff_facts import check_tff_profile
 from tfwheels.yamlsafe import Loc, Located, load_located
 
 PROJECT_DIRS = {"tensorflow": "tf", "tensorflow_federated": "tff"}
@@ -367,6 +369,10 @@ class Profile(_Model):
     requires: Requires = Requires()
     env: dict[EnvName, SafeText] = Field(default_factory=dict)
     test_command: tuple[SafeText, ...] = ()
+    remote: RemoteSpec = Field(
+        default_factory=RemoteSpec,
+        description="Disk/remote caches and remote execution (see docs/remote.md).",
+    )
 
     @field_validator("configure")
     @classmethod
@@ -622,7 +628,24 @@ def load_profile(
             f"{profile.project} profile; use invoke build-{'tf' if profile.project == 'tensorflow' else 'tff'}"
         )
         raise ProfileError(msg)
+    if profile.project == "tensorflow_federated":
+        # TFF's own METADATA pins its TensorFlow and Python (configs/facts/tff_requirements.yaml).
+        check_tff_profile(
+            profile.version, profile.requires.wheels, profile.python.version, configs,
+            lambda loc: _where(merged, loc, chain[-1].file),
+        )
     return profile
+
+
+def _where(merged: _Merged, loc: Loc, fallback: str) -> str:
+    """``file:line`` of the value at ``loc``, or of its nearest parent that has one."""
+    probe = loc
+    while probe:
+        if probe in merged.where:
+            file, line = merged.where[probe]
+            return f"{file}:{line}"
+        probe = probe[:-1]
+    return f"{fallback}:1"
 
 
 def file_sha256(path: Path) -> str:

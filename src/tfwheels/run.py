@@ -22,6 +22,7 @@ import sh
 
 from tfwheels.console import err
 from tfwheels.errors import ToolMissingError, TfwheelsError
+from tfwheels.redact import scrub
 
 LineHandler = Callable[[str], None]
 
@@ -57,8 +58,8 @@ class CommandFailed(TfwheelsError):
 
 
 def format_argv(argv: Sequence[str]) -> str:
-    """Render an argument list the way a user would type it in a POSIX shell."""
-    return " ".join(shlex.quote(a) for a in argv)
+    """Render an argument list the way a user would type it in a POSIX shell (secrets scrubbed)."""
+    return scrub(" ".join(shlex.quote(a) for a in argv))
 
 
 class _Interrupter:
@@ -137,7 +138,7 @@ def run(
     if stream:
 
         def handle(line: str) -> None:
-            text = line.rstrip("\n")
+            text = scrub(line.rstrip("\n"))  # before the log, the console and error messages
             tail.append(text)
             if log is not None:
                 log.write(text + "\n")
@@ -165,8 +166,8 @@ def run(
         result = Result(
             argv,
             code,
-            stdout=proc.stdout.decode("utf-8", "replace"),
-            stderr=proc.stderr.decode("utf-8", "replace"),
+            stdout=scrub(proc.stdout.decode("utf-8", "replace")),
+            stderr=scrub(proc.stderr.decode("utf-8", "replace")),
         )
     if check and code != 0:
         raise CommandFailed(result)

@@ -6,9 +6,18 @@ its headers are parsed on the way), and the rest feeds the RECORD hash. Nothing 
 no member is held in memory whole. With ``check_record=False`` only the headers are read, which
 is what the quick architecture and minimum-OS checks need.
 
+The same pass checks the code signature of every arm64 Mach-O (thin, or the arm64 slice of a
+universal2 file): its pages are hashed as they stream past and compared with the signature's
+CodeDirectory (:mod:`tfwheels.codesign`), because macOS kills a process that maps arm64 code whose
+signature does not match. The header-only pass skips this.
+
+Wheels verified together (a set: TFF beside the TF wheel it needs) are also held against each
+other's Requires-Dist, and each against its Requires-Python (:mod:`tfwheels.dependencies`).
+
 Problems are reported with a fixed set of kinds (the contract with reports and CI):
 tag-mismatch, arch-mismatch, min-os, external-library, glibc, zip-integrity, unsafe-path,
-record-mismatch, metadata, malformed-binary.
+record-mismatch, metadata, malformed-binary, code-signature, dependency-mismatch (and
+unresolvable, from :mod:`tfwheels.resolve`).
 """
 
 from __future__ import annotations
@@ -45,21 +54,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from tfwheels.binaries import BinaryInfo, glibc_version, inspect_binary
+from tfwheels.binaries import BinaryInfo, Slice, glibc_version, inspect_binary
+from tfwheels.codesign import KILLED, describe_pages
+from tfwheels.dependencies import metadata_from_headers, read_metadata, set_problems
 from tfwheels.errors import UsageError
+from tfwheels.problems import Problem, ProblemKind
 
-ProblemKind = Literal[
-    "tag-mismatch",
-    "arch-mismatch",
-    "min-os",
-    "external-library",
-    "glibc",
-    "zip-integrity",
-    "unsafe-path",
-    "record-mismatch",
-    "metadata",
-    "malformed-binary",
-]
 OperatingSystem = Literal["macos", "linux"]
 
 # Zip bomb guard. TensorFlow 2.16's macOS wheel inflates to 1.0 GB, its largest member 33x.
@@ -157,19 +157,6 @@ class PlatformTag:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a wheel; ``file`` is the member concerned, None for the whole wheel."""
-
-    kind: ProblemKind
-    file: str | None
-    detail: str
-
-    def to_json(self) -> dict[str, str | None]:
-        """The problem as the report's JSON object."""
-        return {"kind": self.kind, "file": self.file, "detail": self.detail}
-
-
-@dataclass(frozen=True)
 class WheelReport:
     """The verdict on one wheel: the binaries found and every problem, in a stable order."""
 
@@ -259,9 +246,14 @@ def parse_platform_tag(tag: str) -> PlatformTag:
 
 
 def verify_wheels(
-    paths: Iterable[str | os.PathLike[str]], target: str | None = None, *, check_record: bool = True
+    paths: Iterable[str | os.PathLike[str]],
+    target: str | None = None,
+    *,
+    check_record: bool = True,
+    python: str | None = None,
 ) -> list[WheelReport]:
-    """Verify wheels as one set: each may load libraries the others install; see verify_wheel."""
+    """Verify wheels as one set: each may load libraries the others install, and must accept
+    the others' versions where it requires them; see verify_wheel."""
     wheels = [Path(path) for path in paths]
     return [
         verify_wheel(
@@ -269,6 +261,7 @@ def verify_wheels(
             target,
             check_record=check_record,
             companions=[other for other in wheels if other != wheel],
+            python=python,
         )
         for wheel in wheels
     ]
@@ -292,17 +285,21 @@ def verify_wheel(
     *,
     check_record: bool = True,
     companions: Iterable[Path] = (),
+    python: str | None = None,
 ) -> WheelReport:
     """Check one wheel and report every problem found.
 
     ``target`` (a key of :data:`TARGETS`) overrides what the platform tag implies; pure ``any``
     wheels imply none. ``check_record=False`` reads only headers: zip layout, metadata and
-    binaries, without CRC or RECORD hashes. ``companions`` are wheels installed beside this one
-    (TFF next to the TF wheel whose libtensorflow_framework it links): a library found in them
-    through an rpath is not external. Raises UsageError when ``path`` is not a wheel at all (bad
-    file name, not a zip archive) or the target is unknown.
+    binaries, without CRC, RECORD hashes or code signatures. ``companions`` are wheels installed
+    beside this one (TFF next to the TF wheel whose libtensorflow_framework it links): a library
+    found in them through an rpath is not external, and those that fit the target must meet this
+    wheel's Requires-Dist. ``python`` (major.minor) is the Python to hold Requires-Python and
+    markers against; default: the wheel's cpXY tag. Raises UsageError when ``path`` is not a
+    wheel at all (bad file name, not a zip archive) or the target is unknown.
     """
     path = Path(path)
+    companions = list(companions)
     requested = resolve_target(target) if target is not None else None
     wheel_name = _parse_wheel_name(path)
     with _open_zip(path) as archive:
@@ -312,8 +309,10 @@ def verify_wheel(
     problems += _purelib_problems(contents.wheel_headers, binaries, contents.dist_info)
     chosen, found = _choose_target(requested, wheel_name.platforms, binaries)
     problems += found
+    companions = [c for c in companions if _companion_fits(c, chosen)]
     names = frozenset(info.filename for info in contents.files) | companion_names(companions)
     problems += _binary_problems(binaries, chosen, wheel_name.platforms, names)
+    problems += _set_problems(path, contents, companions, chosen, python)
     return WheelReport(
         path.name,
         chosen.name if chosen else None,
@@ -329,6 +328,7 @@ class _Contents:
     files: list[zipfile.ZipInfo]
     dist_info: str | None
     wheel_headers: Message | None
+    metadata: Message | None
     scans: list[_Scan]
     problems: list[Problem]
 
@@ -344,7 +344,7 @@ def _read_archive(
     problems += found
     dist_info, found = _find_dist_info(files, wheel_name)
     problems += found
-    wheel_headers, found = _metadata_problems(archive, files, dist_info, wheel_name)
+    wheel_headers, metadata, found = _metadata_problems(archive, files, dist_info, wheel_name)
     problems += found
     record: dict[str, _RecordEntry] | None = None
     if check_record and dist_info is not None:
@@ -355,7 +355,7 @@ def _read_archive(
     problems += [Problem("zip-integrity", s.info.filename, s.error) for s in scans if s.error]
     if record is not None:
         problems += _record_problems(record, scans, files, dist_info)
-    return _Contents(files, dist_info, wheel_headers, scans, problems)
+    return _Contents(files, dist_info, wheel_headers, metadata, scans, problems)
 
 
 # --- the wheel as a file -----------------------------------------------------------------------
@@ -477,10 +477,10 @@ def _metadata_problems(
     files: list[zipfile.ZipInfo],
     dist_info: str | None,
     wheel_name: _WheelName,
-) -> tuple[Message | None, list[Problem]]:
-    """Check WHEEL and METADATA against the file name; returns the WHEEL headers for later."""
+) -> tuple[Message | None, Message | None, list[Problem]]:
+    """Check WHEEL and METADATA against the file name; returns both header blocks for later."""
     if dist_info is None:
-        return None, []
+        return None, None, []
     by_name = {info.filename: info for info in files}
     wheel_file, metadata_file = f"{dist_info}/WHEEL", f"{dist_info}/METADATA"
     problems: list[Problem] = []
@@ -495,7 +495,7 @@ def _metadata_problems(
         problems += _wheel_file_problems(headers[wheel_file], wheel_file, wheel_name)
     if metadata_file in headers:
         problems += _core_metadata_problems(headers[metadata_file], metadata_file, wheel_name)
-    return headers.get(wheel_file), problems
+    return headers.get(wheel_file), headers.get(metadata_file), problems
 
 
 def _read_headers(
@@ -745,10 +745,18 @@ def _scan_member(
             if info.file_size <= _CHUNK:  # most members: one read, one hash call
                 data = raw.read()  # zipfile stops at the declared size
                 digest = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest())
-                binary = inspect_binary(info.filename, data) if len(data) >= 8 else None
+                binary = (
+                    inspect_binary(info.filename, data, signatures=True) if len(data) >= 8 else None
+                )
                 return _Scan(info, len(data), digest.rstrip(b"=").decode("ascii"), binary)
             reader = _HashingReader(raw, algorithm)
-            binary = inspect_binary(info.filename, reader, size=info.file_size)
+            binary = inspect_binary(
+                info.filename,
+                reader,
+                size=info.file_size,
+                signatures=True,
+                reopen=lambda: _open_member(archive, info, lock),
+            )
             reader.drain()
             return _Scan(info, reader.size, reader.digest(), binary)
     except _MEMBER_READ_ERRORS as exc:
@@ -840,6 +848,7 @@ def _binary_problems(
         if binary.format == "mach-o":
             problems += _min_os_problems(binary, target, platforms)
             problems += _macho_library_problems(binary, names, search_dirs)
+            problems += _signature_problems(binary, target)
         else:
             problems += _glibc_problems(binary, glibc_cap)
             problems += _elf_library_problems(binary, names, search_dirs, glibc_cap)
@@ -886,6 +895,84 @@ def _min_os_problems(
             )
             problems.append(Problem("min-os", binary.path, detail))
     return problems
+
+
+def _signature_problems(binary: BinaryInfo, target: Target | None) -> list[Problem]:
+    """An arm64 slice with no signature, or one its code no longer matches."""
+    if target is not None and "arm64" not in target.archs:
+        return []  # that Mac never maps the arm64 slice
+    return [
+        Problem("code-signature", binary.path, detail)
+        for piece in binary.slices
+        if (detail := _signature_detail(piece, posixpath.basename(binary.path))) is not None
+    ]
+
+
+def _signature_detail(piece: Slice, filename: str) -> str | None:
+    check = piece.signature
+    if check is None or check.ok:
+        return None
+    resign = f"codesign --force --sign - {filename}"
+    if check.status == "unsigned":
+        return (
+            f"'{piece.arch}' slice has no code signature (no LC_CODE_SIGNATURE): {KILLED}; "
+            f"sign it on macOS with `{resign}`"
+        )
+    if check.status == "malformed":
+        return (
+            f"'{piece.arch}' code signature is unreadable ({check.detail}): {KILLED}; "
+            f"re-sign it on macOS with `{resign}`"
+        )
+    what = [check.detail] if check.detail else []
+    if check.bad_pages:
+        count = len(check.bad_pages)
+        pages = describe_pages(check.bad_pages, check.page_size or 4096)
+        what.insert(
+            0,
+            f"{count} of {check.pages} pages {'differs' if count == 1 else 'differ'} from the "
+            f"signature's {check.hash_name} hashes: {pages}",
+        )
+    fix = (
+        f"re-sign it on macOS with `{resign}`, or run `invoke verify-wheel WHEEL --fix-signatures`"
+        if check.signer and check.signer.startswith("ad-hoc")
+        else "re-sign it with the original identity (codesign --force --sign 'Developer ID ...')"
+    )
+    return (
+        f"'{piece.arch}' slice changed after it was signed ({check.signer}): "
+        f"{'; '.join(what)}. {KILLED}; {fix}"
+    )
+
+
+def _set_problems(
+    path: Path,
+    contents: _Contents,
+    companions: list[Path],
+    target: Target | None,
+    python: str | None,
+) -> list[Problem]:
+    """Requires-Python, and Requires-Dist against the companions that fit the target."""
+    metadata_file = f"{contents.dist_info}/METADATA" if contents.metadata is not None else None
+    wheel = metadata_from_headers(path, metadata_file, contents.metadata)
+    others = [meta for meta in map(read_metadata, companions) if meta is not None]
+    return set_problems(
+        wheel,
+        others,
+        system=target.os if target is not None else None,
+        archs=target.archs if target is not None else (),
+        python=python,
+    )
+
+
+def _companion_fits(companion: Path, target: Target | None) -> bool:
+    """True for a wheel of the set that installs on the target (pure wheels always do): a
+    dist/ folder holds wheels for several platforms, and only this one's are the set."""
+    if target is None:
+        return True
+    try:
+        tags = parse_wheel_filename(companion.name)[3]
+    except InvalidWheelFilename:
+        return True  # it provides nothing anyway; see companion_names
+    return any(_fits(parse_platform_tag(tag.platform), target) for tag in tags)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -1,11 +1,18 @@
-"""Show wheel verification results: rich tables for people, JSON for machines."""
+"""Show wheel verification results: rich tables for people, JSON for machines.
+
+``verify-wheel`` can also repair stale ad-hoc signatures first (``--fix-signatures``, into new
+files; :mod:`tfwheels.repair`) and ask pip whether the set installs on the target with all it
+requires (``--resolve``; :mod:`tfwheels.resolve`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,22 +20,75 @@ from rich.text import Text
 
 from tfwheels.console import out
 from tfwheels.errors import UsageError
+from tfwheels.repair import Repair, default_output_dir, repair_wheel
+from tfwheels.resolve import Resolution, ResolveOptions, resolve_wheels
 from tfwheels.verify import WheelReport, verify_wheels
 
 
-def verify_command(paths: list[str], target: str | None, as_json: bool) -> int:
+def verify_command(
+    paths: list[str],
+    target: str | None,
+    as_json: bool,
+    *,
+    python: str | None = None,
+    fix_signatures: bool = False,
+    output: str | None = None,
+    resolve: ResolveOptions | None = None,
+) -> int:
     """Verify the wheels named by ``paths`` (a directory means every ``*.whl`` in it) and print.
 
-    JSON goes to stdout as ``{"wheels": [...]}``; otherwise tables go to the results console.
-    Returns 0 when every wheel is OK, 1 otherwise. A path that is not a wheel, or an unknown
-    target, raises UsageError (exit 2).
+    They are verified as one set (see verify_wheels), for ``python`` when given. With
+    ``fix_signatures`` each wheel whose ad-hoc signatures went stale is first repaired into
+    ``output`` (default: ``fixed/`` beside it), and the repaired copy is what gets verified.
+    With ``resolve``, pip's resolver says whether the set and all it requires install on the
+    target. JSON goes to stdout as ``{"wheels": [...]}`` (plus ``"repairs"`` and
+    ``"resolution"``); otherwise tables go to the results console. Returns 0 when every wheel is
+    OK and everything resolved, 1 otherwise. A path that is not a wheel, or an unknown target,
+    raises UsageError (exit 2).
     """
-    reports = verify_wheels(expand_wheel_paths(paths), target)
+    wheels = expand_wheel_paths(paths)
+    repairs: list[Repair] = []
+    if fix_signatures:
+        repairs = [
+            repair_wheel(wheel, Path(output) if output else default_output_dir(wheel))
+            for wheel in wheels
+        ]
+        wheels = [repair.output or repair.wheel for repair in repairs]
+    reports = verify_wheels(wheels, target, python=python)
+    resolution = None
+    if resolve is not None:
+        resolution = _resolve(wheels, reports, target, dataclasses.replace(resolve, python=python))
     if as_json:
-        print(json.dumps({"wheels": [report.to_json() for report in reports]}, indent=2))
+        document: dict[str, Any] = {"wheels": [report.to_json() for report in reports]}
+        if fix_signatures:
+            document["repairs"] = [repair.to_json() for repair in repairs]
+        if resolution is not None:
+            document["resolution"] = resolution.to_json()
+        print(json.dumps(document, indent=2))
     else:
         render_reports(reports)
-    return 0 if all(report.ok for report in reports) else 1
+        if fix_signatures:
+            out.print(_repair_table(repairs))
+        if resolution is not None:
+            out.print(_resolution_table(resolution))
+    ok = all(report.ok for report in reports) and (resolution is None or resolution.ok)
+    return 0 if ok else 1
+
+
+def _resolve(
+    wheels: list[Path], reports: list[WheelReport], target: str | None, options: ResolveOptions
+) -> Resolution:
+    """Resolve the set for ``target`` (default: what the wheels' tags imply) and file each
+    unresolvable requirement in the report of the wheel it belongs to."""
+    chosen = target or next((report.target for report in reports if report.target), None)
+    if chosen is None:
+        msg = "--resolve needs a platform: give --target (the wheels are all pure Python)"
+        raise UsageError(msg)
+    resolution = resolve_wheels(wheels, chosen, options)
+    problems = resolution.problems_for(wheels)
+    for report in reports:
+        report.problems.extend(problems.get(report.wheel, []))
+    return resolution
 
 
 def expand_wheel_paths(paths: Iterable[str]) -> list[Path]:
@@ -81,6 +141,43 @@ def _problem_table(report: WheelReport) -> Table:
     table.add_column("Detail", overflow="fold")
     for problem in report.problems:
         table.add_row(Text(problem.kind), Text(problem.file or "-"), Text(problem.detail))
+    return table
+
+
+def _repair_table(repairs: Sequence[Repair]) -> Table:
+    table = Table(title="Signature repairs", title_justify="left")
+    table.add_column("Wheel", overflow="fold")
+    table.add_column("File", overflow="fold")
+    table.add_column("Action")
+    table.add_column("Detail", overflow="fold")
+    for repair in repairs:
+        written = f" -> {repair.output}" if repair.output else ""
+        if not repair.fixes:
+            table.add_row(Text(repair.wheel.name), Text("-"), Text("none"), Text("nothing stale"))
+        for fix in repair.fixes:
+            style = "red" if fix.action == "refused" else "green"
+            table.add_row(
+                Text(repair.wheel.name + written),
+                Text(f"{fix.file} ({fix.arch})"),
+                Text(fix.action, style=style),
+                Text(fix.detail),
+            )
+    return table
+
+
+def _resolution_table(resolution: Resolution) -> Table:
+    verdict = "installs" if resolution.ok else "does not install"
+    title = f"Resolution for {resolution.target}, CPython {resolution.python}: {verdict}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("Distribution", overflow="fold")
+    table.add_column("Version")
+    table.add_column("From")
+    for install in resolution.installs:
+        table.add_row(Text(install.name), Text(install.version), Text(install.source))
+    for item in resolution.unresolvable:
+        table.add_row(
+            Text(item.requirement, style="red"), Text("-"), Text("unresolvable", style="bold red")
+        )
     return table
 
 

@@ -99,7 +99,9 @@ def collect(
     """Verify each wheel for the profile's platform and move the good ones into ``dist``.
 
     ``companions`` are the wheels the build consumed (the TF wheel under TFF): libraries the
-    wheel loads from them are not external.
+    wheel loads from them are not external. Each wheel is verified as a set with them and with
+    the wheels already in ``dist`` (those that fit the platform): its Requires-Dist must accept
+    their versions, and its Requires-Python the profile's Python.
 
     A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
     two builds from writing the manifest at once.
@@ -110,7 +112,10 @@ def collect(
     with FileLock(str(rejected_dir.parent / LOCK)):
         manifest = read_manifest(dist)
         for wheel in sorted(wheels):
-            report = verify_wheel(wheel, profile.platform, companions=list(companions))
+            wheel_set = _wheel_set(wheel, companions, dist)
+            report = verify_wheel(
+                wheel, profile.platform, companions=wheel_set, python=profile.python.version
+            )
             report.problems.extend(Problem("metadata", None, p) for p in name_problems(wheel, profile))
             result.reports.append(report)
             if not report.ok and not allow_problems:
@@ -134,6 +139,19 @@ def collect(
             result.accepted.append(entry)
         write_manifest(dist, manifest)
     return result
+
+
+def _wheel_set(wheel: Path, companions: Iterable[Path], dist: Path) -> list[Path]:
+    """The other wheels ``wheel`` is verified with: the build's companions and dist/'s wheels
+    (verify_wheel leaves out those for another platform), each once, itself not included."""
+    others = [*companions, *sorted(dist.glob("*.whl"))]
+    seen = {wheel.name}
+    chosen: list[Path] = []
+    for other in others:
+        if other.name not in seen:
+            seen.add(other.name)
+            chosen.append(other)
+    return chosen
 
 
 def _reject(wheel: Path, report: WheelReport, rejected_dir: Path) -> None:
