@@ -31,6 +31,7 @@ _BUILD_HELP = {
     "fix": "On an undeclared inclusion, write a BUILD-file patch (added to the profile's "
            "patches:) and build again, until green or no progress.",
     "max_rounds": "With --fix: build at most this many times (default 5).",
+    "wait": "If another build holds this source tree, wait for it instead of stopping at once.",
 }
 
 # Caches and remote execution (docs/remote.md); they override the profile's remote: section.
@@ -71,20 +72,29 @@ def _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remo
     )
 
 
+def _build(project: str, options: dict) -> None:
+    """The body both build tasks share: their flags are identical."""
+    remote = _remote(*(options.pop(name) for name in _REMOTE_FLAGS))
+    jobs, ram = options.pop("jobs"), options.pop("ram")
+    options["as_json"] = options.pop("json")
+    cli.handled(cli.build)(ROOT, project, options.pop("profile"), jobs=int(jobs) if jobs else None,
+                           ram=int(ram) if ram else None, remote=remote,
+                           max_rounds=int(options.pop("max_rounds")), **options)
+
+
+_REMOTE_FLAGS = ("disk_cache", "no_disk_cache", "disk_cache_max_gb", "repository_cache",
+                 "remote_config", "remote_cache", "remote_executor", "remote_instance",
+                 "no_remote_upload", "remote_compression", "remote_fallback")
+
+
 @task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
 def build_tf(c, profile=None, source=None, dry_run=False, json=False, jobs=None, ram=None,
              allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
              disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
              remote_executor=None, remote_instance=None, no_remote_upload=False,
-             remote_compression=False, remote_fallback=False, fix=False, max_rounds=5):
+             remote_compression=False, remote_fallback=False, fix=False, max_rounds=5, wait=False):
     """Build a TensorFlow wheel from a profile: configure, patch, bazel build, collect to dist/."""
-    remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
-                     remote_cache, remote_executor, remote_instance, no_remote_upload,
-                     remote_compression, remote_fallback)
-    cli.handled(cli.build)(ROOT, "tensorflow", profile, source=source, dry_run=dry_run, as_json=json,
-                           jobs=int(jobs) if jobs else None, ram=int(ram) if ram else None,
-                           allow_problems=allow_problems, force=force, remote=remote, fix=fix,
-                           max_rounds=int(max_rounds))
+    _build("tensorflow", {k: v for k, v in locals().items() if k != "c"})
 
 
 @task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
@@ -92,15 +102,9 @@ def build_tff(c, profile=None, source=None, dry_run=False, json=False, jobs=None
               allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
               disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
               remote_executor=None, remote_instance=None, no_remote_upload=False,
-              remote_compression=False, remote_fallback=False, fix=False, max_rounds=5):
+              remote_compression=False, remote_fallback=False, fix=False, max_rounds=5, wait=False):
     """Build a TensorFlow Federated wheel against the TF wheel in dist/."""
-    remote = _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
-                     remote_cache, remote_executor, remote_instance, no_remote_upload,
-                     remote_compression, remote_fallback)
-    cli.handled(cli.build)(ROOT, "tensorflow_federated", profile, source=source, dry_run=dry_run,
-                           as_json=json, jobs=int(jobs) if jobs else None,
-                           ram=int(ram) if ram else None, allow_problems=allow_problems,
-                           force=force, remote=remote, fix=fix, max_rounds=int(max_rounds))
+    _build("tensorflow_federated", {k: v for k, v in locals().items() if k != "c"})
 
 
 @task(help={

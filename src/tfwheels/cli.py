@@ -10,24 +10,28 @@ import functools
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from invoke.exceptions import Exit
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tfwheels import doctor as doctor_checks
 from tfwheels import pipeline
 from tfwheels import report as build_reports
 from tfwheels.console import err, out
-from tfwheels.errors import TfwheelsError, UsageError
+from tfwheels import interrupts
+from tfwheels.errors import InterruptedRun, TfwheelsError, UsageError
 from tfwheels.fetch import fetch_source
 from tfwheels.layout import Layout
+from tfwheels.locks import hold, tree_lock_path
 from tfwheels.patches import apply_series, load_series, read_state, revert_series
 from tfwheels.plan import BuildOptions, Plan, make_plan
 from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
@@ -50,19 +54,35 @@ def handled(func: Callable[P, int]) -> Callable[P, int]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
-        try:
-            code = func(*args, **kwargs)
-        except TfwheelsError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
-            raise Exit(code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("[red]interrupted[/red]; rerun the same command to resume")
-            raise Exit(code=130) from None
+        with interrupts.handling():
+            try:
+                code = func(*args, **kwargs)
+                interrupts.checkpoint()
+            except TfwheelsError as exc:
+                if interrupts.received() and not isinstance(exc, InterruptedRun):
+                    # A child (Bazel, the packaging step) stopped on our SIGINT and failed.
+                    try:
+                        interrupts.checkpoint("nothing partial was left")
+                    except InterruptedRun as stopped:
+                        exc = stopped
+                _fail(exc)
+            except KeyboardInterrupt:
+                _fail(InterruptedRun("interrupted; rerun the same command to resume", 2))
+            except BrokenPipeError:
+                # stdout was closed early (`invoke profiles --json | head`): not an error of ours.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=0) from None
         if code:
             raise Exit(code=code)
         return 0
 
     return wrapper
+
+
+def _fail(exc: TfwheelsError) -> NoReturn:
+    label = "stopped" if isinstance(exc, InterruptedRun) else "error"
+    err.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
+    raise Exit(code=exc.exit_code) from None
 
 
 def layout_for(root: Path) -> Layout:
@@ -115,8 +135,11 @@ def build(
     remote: RemoteOptions | None = None,
     fix: bool = False,
     max_rounds: int = 5,
+    wait: bool = False,
 ) -> int:
     """Build one profile end to end, or print its plan with ``dry_run``.
+
+    A second build of the same source tree refuses at once, naming the first, unless ``wait``.
 
     ``fix`` patches undeclared inclusions and builds again, up to ``max_rounds`` builds
     (tfwheels.autofix).
@@ -130,6 +153,27 @@ def build(
         else:
             _print_plan(plan)
         return 0
+    tree = source_tree(profile, layout, source)
+    with hold(tree_lock_path(tree), f"source tree {tree}", wait=wait):
+        return _build_locked(
+            profile, layout, source, options, as_json=as_json, allow_problems=allow_problems,
+            force=force, fix=fix, max_rounds=max_rounds, profile_ref=profile_name,
+        )
+
+
+def _build_locked(
+    profile: Profile,
+    layout: Layout,
+    source: str | None,
+    options: BuildOptions,
+    *,
+    as_json: bool,
+    allow_problems: bool,
+    force: bool,
+    fix: bool,
+    max_rounds: int,
+    profile_ref: str | None,
+) -> int:
     tree, done = prepare_source(profile, layout, source, force=force)
     err.print(f"source: {done}")
     plan = make_plan(profile, layout, tree, options)
@@ -150,8 +194,8 @@ def build(
     if fix:
         from tfwheels.autofix import build_with_fixes
 
-        assert profile_name is not None  # _profile refused a missing --profile
-        result = build_with_fixes(plan, execute, profile_ref=profile_name, options=options, max_rounds=max_rounds)
+        assert profile_ref is not None  # _profile refused a missing --profile
+        result = build_with_fixes(plan, execute, profile_ref=profile_ref, options=options, max_rounds=max_rounds)
     else:
         result = execute(plan)
     if as_json:

@@ -20,10 +20,8 @@ _received: list[int] = []
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    first = not _received
     _received.append(signum)
-    if first:
-        running.signal_all(signal.SIGINT)
+    running.stop(signum)
 
 
 def received() -> int | None:
@@ -45,6 +43,7 @@ def checkpoint(kept: str = "") -> None:
 def handling() -> Iterator[None]:
     """Install the handlers for SIGINT and SIGTERM for the duration of a task."""
     _received.clear()
+    running.stopping = None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, _handler)

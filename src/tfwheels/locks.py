@@ -7,6 +7,7 @@ command) so a refused run can say who holds it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -24,6 +25,15 @@ class LockBusy(TfwheelsError):
     """Another run holds the lock and the user did not ask to wait."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+def tree_lock_path(tree: Path) -> Path:
+    """The lock of a source tree: per user, outside the tree (it may not exist yet, or be a
+    checkout the user does not want written into), named by the tree's real path."""
+    from tfwheels.remote import user_cache_dir
+
+    digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:16]
+    return user_cache_dir() / "locks" / f"tree-{digest}.lock"
 
 
 def _holder_path(lock_path: Path) -> Path:

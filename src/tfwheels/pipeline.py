@@ -16,6 +16,7 @@ from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
 from tfwheels.credentials import session as remote_session
+from tfwheels.interrupts import checkpoint
 from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
@@ -244,6 +245,7 @@ def _run_stages(
         result.rendered = write_rendered(plan.rendered, tree)
     with _stage(result, "patch"):
         result.patches = apply_series(tree, plan.series)
+    checkpoint("the rendered files and the whole patch series are in place and recorded")
     _stage_required(plan)
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
     plan.bep_path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +273,7 @@ def _run_stages(
             monitor.tail_bep(False)
         result.bazel_exit = outcome.exit_code
         result.summary = summarize_file(plan.bep_path)
+        checkpoint("Bazel stopped its build cleanly and kept its caches")
         if not outcome.ok:
             msg = (
                 f"bazel build failed (exit {outcome.exit_code}); full log: {plan.log_path}; "
@@ -283,6 +286,7 @@ def _run_stages(
         if not wheels:
             msg = f"the build made no wheel in {plan.host.output}; check package: in {plan.profile.file}"
             raise BuildError(msg, 1, str(plan.log_path))
+    checkpoint(f"the built wheels are in {plan.host.output}; dist/ is unchanged")
     with _stage(result, "collect"):
         result.collected = collect(
             wheels,

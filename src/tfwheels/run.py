@@ -7,10 +7,12 @@ its output.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +23,7 @@ from typing import IO
 import sh
 
 from tfwheels.console import err
-from tfwheels.errors import ToolMissingError, TfwheelsError
+from tfwheels.errors import InterruptedRun, ToolMissingError, TfwheelsError
 from tfwheels.redact import scrub
 
 LineHandler = Callable[[str], None]
@@ -78,18 +80,59 @@ class _Interrupter:
             if proc in self._procs:
                 self._procs.remove(proc)
 
+    stopping: int | None = None
+
+    def stop(self, signum: int) -> None:
+        """Remember that the run is stopping on ``signum``; pass one SIGINT on to the children.
+
+        From then on ``run`` starts no new command: the step in progress ends, nothing new begins.
+        """
+        if self.stopping is None:
+            self.stopping = signum
+            self.signal_all(signal.SIGINT)
+
     def signal_all(self, signum: int = signal.SIGINT) -> None:
-        """Send ``signum`` to every running child (Bazel cancels cleanly on one SIGINT)."""
+        """Send ``signum`` once to every running child's process group.
+
+        Children run in a session of their own, so Ctrl-C at the terminal reaches only tfwheels,
+        which passes exactly one SIGINT on: Bazel's client cancels cleanly on one (three kill
+        its server), and a packaging script's own children stop with it.
+        """
         with self._lock:
             procs = list(self._procs)
         for proc in procs:
             try:
-                proc.signal(signum)
+                proc.signal_group(signum)
             except (ProcessLookupError, OSError):  # already gone
                 pass
 
 
 running = _Interrupter()
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that makes the kernel send SIGINT to a child when tfwheels dies.
+
+    Children run in a session of their own (see _Interrupter.signal_all), so if tfwheels itself
+    is killed with SIGKILL nothing else would stop a Bazel client that goes on building and
+    holds its output base; SIGINT lets it cancel cleanly. macOS has no such call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGINT)
+
+    return hook
+
+
+_DIE_WITH_PARENT = _parent_death_signal()
 
 
 def _command(program: str) -> sh.Command:
@@ -119,8 +162,12 @@ def run(
     multi-gigabyte Bazel log never sits in memory. ``env`` replaces the environment when given.
     """
     argv = tuple(str(a) for a in argv)
+    if running.stopping is not None:
+        name = signal.Signals(running.stopping).name
+        msg = f"stopped by {name} before running {argv[0]}; rerun the same command to resume"
+        raise InterruptedRun(msg, running.stopping)
     if echo:
-        err.print(f"[dim]+ {format_argv(argv)}[/dim]", highlight=False, markup=True)
+        err.print(f"+ {format_argv(argv)}", style="dim", highlight=False, markup=False)
     cmd = _command(argv[0])
     kwargs: dict[str, object] = {
         "_ok_code": list(range(256)),
@@ -128,8 +175,10 @@ def run(
         "_env": dict(env) if env is not None else None,
         "_bg": True,
         "_bg_exc": False,
-        "_new_session": False,
+        "_new_session": True,
     }
+    if _DIE_WITH_PARENT is not None:
+        kwargs["_preexec_fn"] = _DIE_WITH_PARENT
     if stdin is not None:
         kwargs["_in"] = stdin
     else:
@@ -155,6 +204,8 @@ def run(
     running.add(proc)
     try:
         proc.wait()
+    except sh.SignalException:
+        pass  # killed by a signal (ours, passed on at Ctrl-C): exit_code is -signum, handled below
     finally:
         running.remove(proc)
     code = proc.exit_code if proc.exit_code is not None else 1
