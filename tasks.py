@@ -34,7 +34,7 @@ _BUILD_HELP = {
     "wait": "If another build holds this source tree, wait for it instead of stopping at once.",
 }
 
-# Caches and remote execution (docs/remote.md); they override the profile's remote: section.
+# Caches and remote execution (README: "Sharing builds across machines and CI"); they override the profile's remote: section.
 _REMOTE_HELP = {
     "disk_cache": "Bazel disk cache folder (default: ~/.cache/tfwheels/disk-cache).",
     "no_disk_cache": "Build without a disk cache.",
