@@ -371,7 +371,7 @@ class Profile(_Model):
     test_command: tuple[SafeText, ...] = ()
     remote: RemoteSpec = Field(
         default_factory=RemoteSpec,
-        description="Disk/remote caches and remote execution (README: "Sharing builds across machines and CI").",
+        description="Disk/remote caches and remote execution (README: Sharing builds across machines and CI).",
     )
 
     @field_validator("configure")
