@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_example, invoke
+from conftest import copy_example, copy_project, invoke
 from tfwheels.bazel import BazelTool, check_version, parse_processes, parse_version_output
 from tfwheels.errors import ToolMissingError
 from tfwheels.hostinfo import resources
@@ -49,7 +49,9 @@ def test_profiles_json_lists_the_examples() -> None:
 
 def test_configure_and_patch_tasks_on_a_copy(tmp_path: Path) -> None:
     tree = copy_example("tf-mini", tmp_path / "tf")
-    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
+    project = copy_project(tmp_path / "project")  # as shipped, even after `--fix` ran here
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist"),
+           "TFWHEELS_PROJECT": str(project)}
     check = invoke("configure", "--profile", "example", "--source", str(tree), "--check", env=env)
     assert check.returncode == 1 and "out of date: .bazelrc.user" in check.stdout
     done = invoke("configure", "--profile", "example", "--source", str(tree), env=env)

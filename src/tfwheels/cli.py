@@ -23,13 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tfwheels import doctor as doctor_checks
 from tfwheels import pipeline
 from tfwheels import report as build_reports
 from tfwheels.console import err, out
 from tfwheels import interrupts
 from tfwheels.errors import InterruptedRun, TfwheelsError, UsageError
-from tfwheels.fetch import fetch_source
 from tfwheels.layout import Layout
 from tfwheels.locks import hold, tree_lock_path
 from tfwheels.patches import apply_series, load_series, read_state, revert_series
@@ -359,6 +357,8 @@ def clean(root: Path, *, dist: bool, expunge: bool) -> int:
 def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | None, force: bool) -> int:
     """Clone (or copy) the profile's source tree, checked against its pinned commit."""
     layout, profile = _profile(root, project, profile_name)
+    from tfwheels.fetch import fetch_source
+
     _tree, done = fetch_source(profile, layout, Path(dest) if dest else None, force=force)
     out.print(done, highlight=False)
     return 0
@@ -366,6 +366,8 @@ def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | Non
 
 def doctor(root: Path, project: str | None, profile_name: str | None, *, as_json: bool) -> int:
     """Check this host (and, with a profile, its Bazel and Python) before a long build."""
+    from tfwheels import doctor as doctor_checks
+
     return doctor_checks.doctor_command(root, project, profile_name, as_json)
 
 

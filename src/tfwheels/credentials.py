@@ -182,6 +182,7 @@ def _output_base(plan: Plan) -> Path | None:
         env=plan.environment(),
         check=False,
         echo=False,
+        cleanup=True,  # the secrets must be masked even when the build was interrupted
     )
     line = result.stdout.strip().splitlines()[-1:] if result.ok else []
     return Path(line[0]) if line and Path(line[0]).is_dir() else None

@@ -25,7 +25,7 @@ from tfwheels.render import expand, write_atomic, write_rendered
 from tfwheels.report import write_report
 from tfwheels.run import run
 from tfwheels.source import head_commit
-from tfwheels.wheels import Collected, collect
+from tfwheels.wheels import Collected, already_collected, collect
 
 FINGERPRINT = ".tfwheels-fingerprint"
 
@@ -288,7 +288,8 @@ def _run_stages(
             raise BuildError(msg, 1, str(plan.log_path))
     checkpoint(f"the built wheels are in {plan.host.output}; dist/ is unchanged")
     with _stage(result, "collect"):
-        result.collected = collect(
+        unchanged = None if result.packaged else already_collected(wheels, plan.layout.dist)
+        result.collected = unchanged or collect(
             wheels,
             plan.profile,
             plan.layout.dist,

@@ -154,15 +154,17 @@ def run(
     on_line: LineHandler | None = None,
     log: IO[str] | None = None,
     stdin: str | None = None,
+    cleanup: bool = False,
 ) -> Result:
     """Run ``argv`` and wait for it.
 
     ``stream=False`` captures stdout and stderr. ``stream=True`` merges them and hands each line to
     ``on_line`` and ``log`` as it arrives, keeping only the last lines for error messages, so a
     multi-gigabyte Bazel log never sits in memory. ``env`` replaces the environment when given.
+    Once the run is stopping (Ctrl-C), only ``cleanup`` commands still start.
     """
     argv = tuple(str(a) for a in argv)
-    if running.stopping is not None:
+    if running.stopping is not None and not cleanup:
         name = signal.Signals(running.stopping).name
         msg = f"stopped by {name} before running {argv[0]}; rerun the same command to resume"
         raise InterruptedRun(msg, running.stopping)

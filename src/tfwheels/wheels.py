@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -22,7 +22,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from tfwheels.errors import WheelError
 from tfwheels.profiles import Profile, file_sha256
 from tfwheels.render import write_atomic
-from tfwheels.verify import Problem, WheelReport, verify_wheel
+from tfwheels.problems import Problem
+
+if TYPE_CHECKING:
+    from tfwheels.verify import WheelReport
 
 MANIFEST = "manifest.json"
 LOCK = "dist.lock"
@@ -35,6 +38,26 @@ class Collected:
     accepted: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[WheelReport] = field(default_factory=list)
     reports: list[WheelReport] = field(default_factory=list)
+
+
+def already_collected(wheels: Iterable[Path], dist: Path) -> Collected | None:
+    """The manifest's entries when every wheel is in ``dist`` already, verified, byte for byte;
+    else None. A no-op rebuild then neither re-verifies nor copies anything."""
+    manifest = {entry["wheel"]: entry for entry in read_manifest(dist)["wheels"]}
+    accepted = []
+    for wheel in wheels:
+        entry = manifest.get(wheel.name)
+        target = dist / wheel.name
+        if (
+            entry is None
+            or not entry.get("verified")
+            or not target.is_file()
+            or target.stat().st_size != wheel.stat().st_size
+            or file_sha256(wheel) != entry.get("sha256")
+        ):
+            return None
+        accepted.append(entry)
+    return Collected(accepted=accepted)
 
 
 def _copy_atomic(source: Path, dest: Path) -> None:
@@ -106,6 +129,8 @@ def collect(
     A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
     two builds from writing the manifest at once.
     """
+    from tfwheels.verify import verify_wheel  # parsing binaries costs imports; only here
+
     dist.mkdir(parents=True, exist_ok=True)
     rejected_dir.parent.mkdir(parents=True, exist_ok=True)
     result = Collected()
