@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tfwheels import pipeline
+from tfwheels import interrupts, pipeline
 from tfwheels import report as build_reports
+from tfwheels.atomic import write_atomic
 from tfwheels.console import err, out
-from tfwheels import interrupts
 from tfwheels.errors import InterruptedRun, TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.locks import hold, tree_lock_path
@@ -35,7 +35,7 @@ from tfwheels.plan import BuildOptions, Plan, make_plan
 from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
 from tfwheels.progress import make_display
 from tfwheels.remote import RemoteOptions
-from tfwheels.render import write_atomic, write_rendered
+from tfwheels.render import write_rendered
 from tfwheels.report import cache_figures
 from tfwheels.run import format_argv, run, which
 from tfwheels.source import prepare_source, source_tree

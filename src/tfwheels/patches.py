@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import PatchError, ProfileError
 from tfwheels.profiles import PatchEntry, Profile, file_sha256
-from tfwheels.render import write_atomic
 from tfwheels.run import run
 
 STATE_DIR = ".tfwheels"
@@ -183,21 +183,9 @@ def _restore(tree: Path, state: dict[str, Any]) -> list[str]:
             target.unlink(missing_ok=True)
         else:
             backup = tree / STATE_DIR / ORIGINALS / relative
-            _replace_with_copy(backup, target)
+            copy_atomic(backup, target)
         restored.append(relative)
     return restored
-
-
-def _replace_with_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copy2(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def recover(tree: Path) -> bool:
@@ -281,7 +269,7 @@ def _move_in(tree: Path, staging: Path, files: Sequence[str], state: dict[str, A
         target = tree / relative
         if staged.is_file():
             if not target.is_file() or target.read_bytes() != staged.read_bytes():
-                _replace_with_copy(staged, target)
+                copy_atomic(staged, target)
         else:
             target.unlink(missing_ok=True)
     state.pop("pending")

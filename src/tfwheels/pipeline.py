@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfwheels.atomic import write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
 from tfwheels.credentials import session as remote_session
-from tfwheels.interrupts import checkpoint
 from tfwheels.errors import BuildError, TfwheelsError
+from tfwheels.interrupts import checkpoint
 from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
-from tfwheels.render import expand, write_atomic, write_rendered
+from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
-from tfwheels.run import run
 from tfwheels.source import head_commit
 from tfwheels.wheels import Collected, already_collected, collect
 

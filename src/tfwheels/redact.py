@@ -17,11 +17,11 @@ The set of secrets only grows during a process: a secret once seen stays scrubbe
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 import threading
 from pathlib import Path
+
+from tfwheels.atomic import write_atomic
 
 
 class Redactor:
@@ -92,15 +92,7 @@ def scrub_file(path: Path) -> bool:
     clean = redactor.scrub_bytes(data)
     if clean == data:
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(clean)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, clean, path.stat().st_mode & 0o7777)
     return True
 
 

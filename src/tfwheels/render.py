@@ -6,10 +6,8 @@ templates use StrictUndefined, so a missing value is an error, never an empty st
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from tfwheels import __version__
+from tfwheels.atomic import write_atomic
 from tfwheels.profiles import Profile
 
 _PLACEHOLDER = re.compile(r"%([A-Za-z_]+)%")
@@ -115,21 +114,6 @@ def render(profile: Profile, host: HostValues, templates: Path) -> dict[str, str
         text = env.get_template(item.template).render(context)
         rendered[item.dest] = text if text.endswith("\n") else text + "\n"
     return rendered
-
-
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_rendered(rendered: Mapping[str, str], tree: Path) -> list[str]:

@@ -25,11 +25,11 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from tfwheels.atomic import atomic_output
 from tfwheels.binaries import BinaryInfo, Slice, inspect_binary, is_native
 from tfwheels.codesign import SignatureError, rehash_in_place
 from tfwheels.errors import UsageError
@@ -296,7 +296,7 @@ def _write_wheel(archive: zipfile.ZipFile, replaced: dict[str, Path], output: Pa
     record_name = next(
         (i.filename for i in archive.infolist() if i.filename.endswith(".dist-info/RECORD")), None
     )
-    with _atomic(output) as handle, zipfile.ZipFile(handle, "w") as out:
+    with atomic_output(output) as handle, zipfile.ZipFile(handle, "w") as out:
         for info in archive.infolist():
             copy = _copy_info(info)
             if info.filename == record_name:
@@ -348,21 +348,6 @@ def _file_digest(path: Path, algorithm: str) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-
-
-@contextmanager
-def _atomic(dest: Path) -> Iterator[IO[bytes]]:
-    """A file that becomes ``dest`` by rename when the block ends without an error."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = [

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from tfwheels import redact
+from tfwheels.atomic import write_atomic
 from tfwheels.bazel import executed_actions
 from tfwheels.errors import UsageError
-from tfwheels.render import write_atomic
 
 if TYPE_CHECKING:
     from tfwheels.pipeline import BuildResult

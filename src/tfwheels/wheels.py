@@ -8,9 +8,6 @@ temporary name in ``dist/`` and renamed, and ``manifest.json`` likewise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import WheelError
-from tfwheels.profiles import Profile, file_sha256
-from tfwheels.render import write_atomic
 from tfwheels.problems import Problem
+from tfwheels.profiles import Profile, file_sha256
 
 if TYPE_CHECKING:
     from tfwheels.verify import WheelReport
@@ -58,19 +55,6 @@ def already_collected(wheels: Iterable[Path], dist: Path) -> Collected | None:
             return None
         accepted.append(entry)
     return Collected(accepted=accepted)
-
-
-def _copy_atomic(source: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(dist: Path) -> dict[str, Any]:
@@ -150,7 +134,7 @@ def collect(
             dest = dist / wheel.name
             digest = file_sha256(wheel)
             if not (dest.is_file() and file_sha256(dest) == digest):
-                _copy_atomic(wheel, dest)
+                copy_atomic(wheel, dest)
             entry = {
                 **metadata,
                 "wheel": wheel.name,
@@ -181,6 +165,6 @@ def _wheel_set(wheel: Path, companions: Iterable[Path], dist: Path) -> list[Path
 
 def _reject(wheel: Path, report: WheelReport, rejected_dir: Path) -> None:
     rejected_dir.mkdir(parents=True, exist_ok=True)
-    _copy_atomic(wheel, rejected_dir / wheel.name)
+    copy_atomic(wheel, rejected_dir / wheel.name)
     data = json.dumps(report.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
     write_atomic(rejected_dir / f"{wheel.name}.report.json", data)
