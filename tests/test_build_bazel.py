@@ -78,15 +78,17 @@ def test_dry_run_json_plans_and_changes_nothing(project: dict[str, Path]) -> Non
     assert not project["build"].exists() and not project["dist"].exists()
 
 
-def test_unpatched_example_fails_with_undeclared_inclusions(project: dict[str, Path]) -> None:
+def test_unpatched_example_fails_with_undeclared_inclusions(
+    project: dict[str, Path], bazel_trees: list[Path]
+) -> None:
     example = load_profile("example", "tensorflow", project["root"] / "configs", project["root"])
     unpatched = project["base"] / "unpatched.yaml"
     # --keep_going: Bazel reports both undeclared inclusions, whichever compiles first.
     flags = [*example.bazel.build_flags, "--keep_going"]
     unpatched.write_text(yaml.safe_dump({"extends": "tf/example", "patches": [], "bazel": {"build_flags": flags}}))
     tree = copy_example("tf-mini", project["base"] / "tf-unpatched")
+    bazel_trees.append(tree)  # shut down at the end of the session, like every tree
     result = run(project, "build-tf", "--profile", str(unpatched), "--source", str(tree))
-    subprocess.run(["bazel", "shutdown"], cwd=tree, check=False, capture_output=True)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "undeclared inclusion(s) in rule '//tensorflow/core/framework:tensor'" in result.stderr
     assert "'tensorflow/core/platform/logging.h'" in result.stderr
@@ -121,6 +123,8 @@ def test_patched_example_builds_and_collects(project: dict[str, Path]) -> None:
         assert applied["sha256"] == hashlib.sha256(patch.read_bytes()).hexdigest()
     assert entry["source"]["tree"] == str(project["tf"]) and entry["build_seconds"] > 0
     assert entry["verified"] is True
+    # Installed into a fresh venv and imported from elsewhere, on this host it is built for.
+    assert entry["smoke"]["status"] == "passed", entry["smoke"]
     state = json.loads((project["tf"] / ".tfwheels" / "state.json").read_text())
     assert [p["file"] for p in state["applied"]] == [p["file"] for p in entry["patches"]]
     assert not list(project["dist"].glob(".*"))  # no temporary or partial files left behind

@@ -45,3 +45,38 @@ def test_wheel_whose_import_fails_is_caught(tmp_path: Path) -> None:
     result = smoke_test(wheel, tmp_path, sys.executable)
     assert result.status == "failed"
     assert "import brokenpkg failed: ImportError: libfoo.so: cannot open shared object file" in result.detail
+
+
+def test_collect_rejects_a_wheel_that_does_not_import(tmp_path: Path) -> None:
+    from conftest import ROOT
+    from tfwheels.profiles import load_profile
+    from tfwheels.wheels import collect
+
+    profile = load_profile("example", "tensorflow", ROOT / "configs", ROOT)
+    wheel = tmp_path / "wheelhouse" / "tensorflow-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    info = "tensorflow-0.1.0.dist-info"
+    files = {
+        "tensorflow/__init__.py": b"raise ImportError('libtensorflow_framework.so.2: cannot open shared object file')\n",
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: tensorflow\nVersion: 0.1.0\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    import base64
+    import hashlib
+
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    dist, rejected = tmp_path / "dist", tmp_path / "build" / "rejected"
+    result = collect(
+        [wheel], profile, dist, rejected, {}, smoke=lambda w: smoke_test(w, dist, sys.executable)
+    )
+    assert [r.wheel for r in result.rejected] == [wheel.name]
+    [problem] = result.rejected[0].problems
+    assert problem.kind == "smoke-test" and "import tensorflow failed: ImportError" in problem.detail
+    assert not list(dist.glob("*.whl")) and (rejected / f"{wheel.name}.report.json").is_file()

@@ -25,6 +25,7 @@ from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
 from tfwheels.source import head_commit
+from tfwheels.smoke import smoke_test
 from tfwheels.wheels import Collected, already_collected, collect
 
 FINGERPRINT = ".tfwheels-fingerprint"
@@ -297,6 +298,9 @@ def _run_stages(
             manifest_metadata(plan, result),
             allow_problems=allow_problems,
             companions=plan.required_wheels,
+            smoke=lambda wheel: smoke_test(
+                wheel, plan.layout.dist, plan.host.python_bin, plan.profile.test_command
+            ),
         )
         if result.collected.rejected:
             names = ", ".join(r.wheel for r in result.collected.rejected)

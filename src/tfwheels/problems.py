@@ -23,6 +23,7 @@ ProblemKind = Literal[
     "code-signature",
     "dependency-mismatch",
     "unresolvable",
+    "smoke-test",
 ]
 
 

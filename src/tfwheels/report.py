@@ -114,6 +114,7 @@ def _wheels(result: BuildResult) -> list[dict[str, Any]]:
             "sha256": entry["sha256"],
             "verified": entry["verified"],
             "problems": entry["problems"],
+            "smoke": entry.get("smoke"),
         }
         for entry in collected.accepted
     ]
@@ -257,7 +258,9 @@ def _wheel_text(wheel: Mapping[str, Any]) -> str:
     size = f"{wheel['size']:,} bytes" if wheel.get("size") is not None else "size unknown"
     digest = f"sha256 {wheel['sha256'][:16]}…" if wheel.get("sha256") else ""
     verdict = "verified" if wheel.get("verified") else f"{len(wheel.get('problems', []))} problem(s)"
-    return "  ".join(part for part in (wheel["wheel"], size, digest, verdict) if part)
+    smoke = wheel.get("smoke") or {}
+    tried = f"smoke test {smoke['status']}" if smoke.get("status") else ""
+    return "  ".join(part for part in (wheel["wheel"], size, digest, verdict, tried) if part)
 
 
 def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ temporary name in ``dist/`` and renamed, and ``manifest.json`` likewise.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from tfwheels.problems import Problem
 from tfwheels.profiles import Profile, file_sha256
 
 if TYPE_CHECKING:
+    from tfwheels.smoke import SmokeResult
     from tfwheels.verify import WheelReport
 
 MANIFEST = "manifest.json"
@@ -102,6 +103,7 @@ def collect(
     metadata: dict[str, Any],
     allow_problems: bool = False,
     companions: Iterable[Path] = (),
+    smoke: Callable[[Path], SmokeResult] | None = None,
 ) -> Collected:
     """Verify each wheel for the profile's platform and move the good ones into ``dist``.
 
@@ -109,6 +111,10 @@ def collect(
     wheel loads from them are not external. Each wheel is verified as a set with them and with
     the wheels already in ``dist`` (those that fit the platform): its Requires-Dist must accept
     their versions, and its Requires-Python the profile's Python.
+
+    ``smoke`` installs a verified wheel into a fresh venv and imports it (tfwheels.smoke); a
+    wheel that fails it is rejected like one that fails verification (kind ``smoke-test``), so
+    no wheel reaches ``dist/`` that would not import on a host like this one.
 
     A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
     two builds from writing the manifest at once.
@@ -126,6 +132,9 @@ def collect(
                 wheel, profile.platform, companions=wheel_set, python=profile.python.version
             )
             report.problems.extend(Problem("metadata", None, p) for p in name_problems(wheel, profile))
+            tried = smoke(wheel) if smoke is not None and report.ok else None
+            if tried is not None and tried.status == "failed":
+                report.problems.append(Problem("smoke-test", None, tried.detail))
             result.reports.append(report)
             if not report.ok and not allow_problems:
                 _reject(wheel, report, rejected_dir)
@@ -142,6 +151,7 @@ def collect(
                 "size": wheel.stat().st_size,
                 "verified": report.ok,
                 "problems": [p.to_json() for p in report.problems],
+                "smoke": tried.to_json() if tried is not None else None,
             }
             manifest["wheels"] = [w for w in manifest["wheels"] if w["wheel"] != wheel.name]
             manifest["wheels"].append(entry)
