@@ -1,8 +1,8 @@
 """Ctrl-C, SIGTERM, SIGKILL and a second terminal, on real Bazel builds of the example.
 
-Each test copies the example and makes one step slow only while a flag file exists (a genrule
-that sleeps, or a `patch`/Python stand-in that sleeps before running the real one), sends the
-signal once that step is running, then removes the flag and reruns the same command.
+Each test copies the example and makes one step wait while a flag file exists (a genrule, or a
+`patch`/Python stand-in that waits before running the real one), sends the signal once that step
+is running, then removes the flag and reruns the same command.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SLOW_RULE = """
 genrule(
     name = "slow",
     outs = ["slow.txt"],
-    cmd = "if [ -f {flag} ]; then sleep 120; fi; touch $@",
+    cmd = "while [ -f {flag} ]; do sleep 0.2; done; touch $@",
 )
 """
 
@@ -82,7 +82,7 @@ def no_children_left(tree: Path) -> None:
             in_tree = proc.info["cwd"] == str(tree)
         except (psutil.Error, OSError):
             continue
-        if "sleep 120" in cmdline or ("build_pip_package" in cmdline and str(tree) in cmdline):
+        if str(tree) in cmdline and ("while [ -f" in cmdline or "build_pip_package" in cmdline):
             raise AssertionError(f"left behind: {cmdline}")
         if in_tree and "bazel" in (proc.info["name"] or "") and "(" not in (proc.info["name"] or ""):
             if "--output_user_root" not in cmdline and "-client_env" not in cmdline:
@@ -103,7 +103,7 @@ def test_signal_while_bazel_builds(
     env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"))
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
-    wait_for(lambda: bool(running("sleep 120", t0)), "the slow genrule to run")
+    wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the slow genrule to run")
     proc.send_signal(signum)
     returncode, _, stderr = finish(proc)
     assert returncode == code, stderr[-2000:]
@@ -111,7 +111,7 @@ def test_signal_while_bazel_builds(
     assert last.startswith(f"stopped: stopped by {signal.Signals(signum).name}; ")
     assert "Bazel stopped its build cleanly and kept its caches. Rerun the same command to resume" in last
     assert "Traceback" not in stderr
-    wait_for(lambda: not running("sleep 120", t0), "the genrule to be cancelled", 30)
+    wait_for(lambda: not running(f"while [ -f {flag} ]", t0), "the genrule to be cancelled", 30)
     no_children_left(tree)
     dist_is_clean(tmp_path / "dist")
     assert not list((tmp_path / "dist").glob("*.whl"))
@@ -128,7 +128,7 @@ def _stand_in(folder: Path, name: str, real: str, flag: Path, when: str = "") ->
     script = folder / name
     script.write_text(
         "#!/bin/sh\n"
-        f'case "$*" in *{when}*) [ -f {flag} ] && sleep 120 ;; esac\n'
+        f'case "$*" in *{when}*) while [ -f {flag} ]; do sleep 0.2; done ;; esac\n'
         f'exec {real} "$@"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -150,7 +150,7 @@ def test_sigint_while_patching_leaves_the_tree_as_it_was(
     )
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
-    wait_for(lambda: bool(running("sleep 120", t0)), "the patch step to run")
+    wait_for(lambda: bool(running(f"{shims}/patch ", t0)), "the patch step to run")
     proc.send_signal(signal.SIGINT)
     returncode, _, stderr = finish(proc)
     assert returncode == 130, stderr[-2000:]
@@ -179,7 +179,7 @@ def test_sigint_while_packaging_leaves_dist_untouched(
     flag.touch()
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
-    wait_for(lambda: bool(running("sleep 120", t0)), "the packaging step to run")
+    wait_for(lambda: bool(running(f"{python} -W ignore setup.py", t0)), "the packaging step to run")
     proc.send_signal(signal.SIGINT)
     returncode, _, stderr = finish(proc)
     assert returncode == 130, stderr[-2000:]
@@ -201,7 +201,7 @@ def test_second_build_of_the_same_tree_refuses_or_waits(
     flag.touch()
     t0 = time.time() - 1
     first = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
-    wait_for(lambda: bool(running("sleep 120", t0)), "the first build to reach Bazel")
+    wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the first build to reach Bazel")
     returncode, _, stderr = finish(start(["build-tf", "--profile", "example", "--source", str(tree)], env))
     assert returncode == 75, stderr
     assert f"is in use by pid {first.pid}: " in stderr and "build-tf --profile example" in stderr
@@ -224,7 +224,7 @@ def test_build_killed_with_sigkill_never_blocks_the_next(
     flag.touch()
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
-    wait_for(lambda: bool(running("sleep 120", t0)), "the build to reach Bazel")
+    wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the build to reach Bazel")
     proc.send_signal(signal.SIGKILL)
     finish(proc)
     flag.unlink()
