@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 COUNTS: Counter[str] = Counter()
 ORDER = ("profiles", "wheel mutations", "logs", "interrupts", "concurrency cases", "secret scans")
@@ -44,3 +48,27 @@ def summary_line(failures: int) -> str | None:
     parts = [f"{COUNTS[k]} {k}" for k in ORDER if COUNTS[k]]
     parts += [f"{n} {k}" for k, n in sorted(COUNTS.items()) if k not in ORDER]
     return f"faults: {', '.join(parts)}, {failures} failures"
+
+
+_MEASURED = """
+import resource, sys
+from invoke.main import program
+try:
+    program.run(["invoke", *sys.argv[1:]])
+finally:
+    sys.stderr.write("\\npeak-rss-kb=%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def invoke_measured(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``invoke ARGS`` in a fresh process that reports its own peak RSS (MB); the report
+    line is taken off stderr again."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *args], cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    stderr, _, tail = result.stderr.rpartition("peak-rss-kb=")
+    result.stderr = stderr.rstrip("\n") + ("\n" if stderr.strip() else "")
+    return result, int(tail.split()[0]) / 1024

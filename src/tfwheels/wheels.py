@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import WheelError
+from tfwheels.interrupts import checkpoint
 from tfwheels.problems import Problem
 from tfwheels.profiles import Profile, file_sha256
 
@@ -133,6 +134,8 @@ def collect(
             )
             report.problems.extend(Problem("metadata", None, p) for p in name_problems(wheel, profile))
             tried = smoke(wheel) if smoke is not None and report.ok else None
+            # Stopped during the smoke test: its failure says nothing about the wheel.
+            checkpoint(f"{dist} holds only whole wheels, each listed in its manifest")
             if tried is not None and tried.status == "failed":
                 report.problems.append(Problem("smoke-test", None, tried.detail))
             result.reports.append(report)
@@ -156,7 +159,7 @@ def collect(
             manifest["wheels"] = [w for w in manifest["wheels"] if w["wheel"] != wheel.name]
             manifest["wheels"].append(entry)
             result.accepted.append(entry)
-        write_manifest(dist, manifest)
+            write_manifest(dist, manifest)  # after each wheel: dist/ never holds one unlisted
     return result
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT
-from faultkit import count
+from faultkit import count, invoke_measured
 
 GIB = 1024 * 1024 * 1024
 FAILURE = (
@@ -36,24 +36,9 @@ def _write_hostile_log(path: Path, size: int) -> None:
         handle.write(b"\n" + FAILURE)
 
 
-_MEASURED = """
-import resource, sys
-from invoke.main import program
-try:
-    program.run(["invoke", "diagnose", sys.argv[1], "--json"])
-finally:
-    sys.stderr.write("peak-rss-kb=%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
 def _run_diagnose(log: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run ``invoke diagnose LOG --json`` in a fresh process that reports its own peak RSS."""
-    result = subprocess.run(
-        [sys.executable, "-c", _MEASURED, str(log)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )
-    kb = int(result.stderr.rsplit("peak-rss-kb=", 1)[1].split()[0])
-    return result, kb / 1024
+    """``invoke diagnose LOG --json`` in a fresh process, with its own peak RSS in MB."""
+    return invoke_measured("diagnose", str(log), "--json", cwd=ROOT)
 
 
 def test_one_gigabyte_without_newline_stays_bounded(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, invoke
-from faultkit import bounded, count, peak_rss_mb
+from conftest import ROOT
+from faultkit import bounded, count, invoke_measured, peak_rss_mb
 from tfwheels.errors import ProfileError
 from tfwheels.profiles import list_profiles, load_profile
 
@@ -61,7 +61,8 @@ def test_hostile_profile_via_cli(tmp_path: Path, case: str) -> None:
     path.write_bytes(CASES[case])
     env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
     with bounded(5.0):
-        result = invoke("build-tf", "--profile", str(path), "--dry-run", env=env)
+        result, peak_mb = invoke_measured("build-tf", "--profile", str(path), "--dry-run", cwd=ROOT, env=env)
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
     count("profiles")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr

@@ -232,3 +232,33 @@ def test_build_killed_with_sigkill_never_blocks_the_next(
     assert returncode == 0, stderr[-2000:]
     assert len(list((tmp_path / "dist").glob("*.whl"))) == 1
     count("concurrency cases")
+
+
+def test_sigint_while_collecting_rejects_nothing_and_leaves_dist_whole(
+    fixed_example: FixedProject, tmp_path: Path, bazel_trees: list[Path]
+) -> None:
+    # The profile's test command runs in the smoke test, inside the collect stage.
+    tree, _ = make_tree(tmp_path, "tree", bazel_trees)
+    flag = tmp_path / "collect.slow"
+    profile = tmp_path / "slow-collect.yaml"
+    profile.write_text(
+        "extends: tf/example\n"
+        f"test_command: [sh, -c, 'while [ -f {flag} ]; do sleep 0.2; done']\n"
+    )
+    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"))
+    flag.touch()
+    t0 = time.time() - 1
+    proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
+    wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the collect stage's smoke test")
+    proc.send_signal(signal.SIGINT)
+    returncode, _, stderr = finish(proc)
+    assert returncode == 130, stderr[-2000:]
+    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    dist_is_clean(tmp_path / "dist")
+    assert not list((tmp_path / "dist").glob("*.whl"))
+    assert not (tmp_path / "build" / "rejected").exists() or not list((tmp_path / "build" / "rejected").iterdir())
+    flag.unlink()
+    returncode, _, stderr = finish(start(["build-tf", "--profile", str(profile), "--source", str(tree)], env))
+    assert returncode == 0, stderr[-2000:]
+    assert len(list((tmp_path / "dist").glob("*.whl"))) == 1
+    count("interrupts")
