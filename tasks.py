@@ -12,9 +12,9 @@ from tfwheels.variadic import Variadic, install
 
 install({
     "verify-wheel": Variadic("--wheel", frozenset({
-        "--target", "-t", "--python", "--output", "--find-links", "--index-url",
+        "--wheel", "-w", "--target", "-t", "--python", "--output", "--find-links", "--index-url",
     })),
-    "diagnose": Variadic("--log", frozenset({"--source", "-s"})),
+    "diagnose": Variadic("--log", frozenset({"--log", "-l", "--source", "-s"})),
 })
 
 ROOT = Path(__file__).resolve().parent
@@ -47,6 +47,7 @@ _REMOTE_HELP = {
     "no_remote_upload": "Read from the remote cache but upload nothing.",
     "remote_compression": "Compress remote cache traffic (gRPC, Bazel >= 5; else skipped).",
     "remote_fallback": "Build locally if the remote cannot be reached or refuses the credential.",
+    "remote_platform": "Remote execution platform property KEY=VALUE (repeatable; over the profile's).",
 }
 
 
@@ -62,13 +63,14 @@ class _RemoteFlagsLongOnly(Task):
 
 def _remote(disk_cache, no_disk_cache, disk_cache_max_gb, repository_cache, remote_config,
             remote_cache, remote_executor, remote_instance, no_remote_upload, remote_compression,
-            remote_fallback):
+            remote_fallback, remote_platform):
     """The cache and remote flags of build-tf/build-tff, unchecked (tfwheels.remote checks them)."""
     return RemoteOptions(
         config=remote_config, disk_cache=disk_cache, no_disk_cache=no_disk_cache,
         disk_cache_max_gb=disk_cache_max_gb, repository_cache=repository_cache,
         cache=remote_cache, executor=remote_executor, instance_name=remote_instance,
         no_upload=no_remote_upload, compression=remote_compression, local_fallback=remote_fallback,
+        platform=tuple(remote_platform or ()),
     )
 
 
@@ -84,25 +86,27 @@ def _build(project: str, options: dict) -> None:
 
 _REMOTE_FLAGS = ("disk_cache", "no_disk_cache", "disk_cache_max_gb", "repository_cache",
                  "remote_config", "remote_cache", "remote_executor", "remote_instance",
-                 "no_remote_upload", "remote_compression", "remote_fallback")
+                 "no_remote_upload", "remote_compression", "remote_fallback", "remote_platform")
 
 
-@task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
+@task(klass=_RemoteFlagsLongOnly, iterable=["remote_platform"], help={**_BUILD_HELP, **_REMOTE_HELP})
 def build_tf(c, profile=None, source=None, dry_run=False, json=False, jobs=None, ram=None,
              allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
              disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
              remote_executor=None, remote_instance=None, no_remote_upload=False,
-             remote_compression=False, remote_fallback=False, fix=False, max_rounds=5, wait=False):
+             remote_compression=False, remote_fallback=False, remote_platform=None, fix=False,
+             max_rounds=5, wait=False):
     """Build a TensorFlow wheel from a profile: configure, patch, bazel build, collect to dist/."""
     _build("tensorflow", {k: v for k, v in locals().items() if k != "c"})
 
 
-@task(klass=_RemoteFlagsLongOnly, help={**_BUILD_HELP, **_REMOTE_HELP})
+@task(klass=_RemoteFlagsLongOnly, iterable=["remote_platform"], help={**_BUILD_HELP, **_REMOTE_HELP})
 def build_tff(c, profile=None, source=None, dry_run=False, json=False, jobs=None, ram=None,
               allow_problems=False, force=False, disk_cache=None, no_disk_cache=False,
               disk_cache_max_gb=None, repository_cache=None, remote_config=None, remote_cache=None,
               remote_executor=None, remote_instance=None, no_remote_upload=False,
-              remote_compression=False, remote_fallback=False, fix=False, max_rounds=5, wait=False):
+              remote_compression=False, remote_fallback=False, remote_platform=None, fix=False,
+              max_rounds=5, wait=False):
     """Build a TensorFlow Federated wheel against the TF wheel in dist/."""
     _build("tensorflow_federated", {k: v for k, v in locals().items() if k != "c"})
 
@@ -207,14 +211,17 @@ class _VerifyFlagsLongOnly(Task):
     "find_links": "With --resolve: a folder of wheels pip may use too (repeatable).",
     "index_url": "With --resolve: the package index to use instead of pip's configured one.",
     "no_index": "With --resolve: use no index, only --find-links folders.",
+    "quick": "Headers only: tags, archs, min macOS, libraries, layout, metadata; no CRC, "
+             "RECORD hashes or code signatures.",
 })
 def verify_wheel(c, wheel=None, target=None, json=False, python=None, fix_signatures=False,
-                 output=None, resolve=False, find_links=None, index_url=None, no_index=False):
+                 output=None, resolve=False, find_links=None, index_url=None, no_index=False,
+                 quick=False):
     """Prove wheels right for their platform: tags, archs, min macOS, libraries, signatures, deps."""
     cli.handled(cli.verify_wheel)(wheel or [], target=target, as_json=json, python=python,
                                   fix_signatures=fix_signatures, output=output, resolve=resolve,
                                   find_links=find_links or [], index_url=index_url,
-                                  no_index=no_index)
+                                  no_index=no_index, quick=quick)
 
 
 @task(help={
@@ -229,7 +236,7 @@ def report(c, profile=None, project=None, json=False, markdown=False):
 
 
 @task(help={
-    "json": 'Print {"include": [{"project", "profile", "python"}, ...]} on one line.',
+    "json": 'Print {"include": [{"project", "profile", "python", "cache_key"}, ...]} on one line.',
     "project": "tf or tff: only this project's profiles.",
     "platform": "The platform whose profiles to list (default: darwin_arm64).",
 })

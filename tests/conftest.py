@@ -67,10 +67,9 @@ def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> s
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """End with the fault-injection figures when tests/faults/ ran."""
-    from faultkit import summary_line
+    from faultkit import fault_failures, summary_line
 
-    failed = [r for r in terminalreporter.stats.get("failed", []) if "tests/faults/" in r.nodeid]
-    line = summary_line(len(failed))
+    line = summary_line(fault_failures(terminalreporter.stats))
     if line:
         terminalreporter.write_line(line)
 

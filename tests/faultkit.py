@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 COUNTS: Counter[str] = Counter()
 ORDER = ("profiles", "wheel mutations", "logs", "interrupts", "concurrency cases", "secret scans")
@@ -47,7 +48,18 @@ def summary_line(failures: int) -> str | None:
         return None
     parts = [f"{COUNTS[k]} {k}" for k in ORDER if COUNTS[k]]
     parts += [f"{n} {k}" for k, n in sorted(COUNTS.items()) if k not in ORDER]
-    return f"faults: {', '.join(parts)}, {failures} failures"
+    return f"faults: {', '.join([*parts, f'{failures} failures'])}"
+
+
+def fault_failures(stats: Mapping[str, Sequence[Any]]) -> int:
+    """Failed tests and setup/teardown errors of tests/faults/ in a terminal reporter's stats:
+    a fixture that breaks is a failure of the fault run too (pytest files it under "error")."""
+    return sum(
+        1
+        for kind in ("failed", "error")
+        for report in stats.get(kind, [])
+        if "tests/faults/" in (getattr(report, "nodeid", "") or "")
+    )
 
 
 _MEASURED = """

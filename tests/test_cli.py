@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,19 @@ def test_dry_run_flags_override_host_defaults(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     argv = json.loads(result.stdout)["bazel_commands"][0]
     assert "--jobs=3" in argv and "--local_ram_resources=2048" in argv
+
+
+def test_a_build_refuses_before_any_checkout_what_needs_no_checkout(tmp_path: Path) -> None:
+    # A darwin_arm64 profile on this Linux machine: one line, and no clone was started.
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
+    other = "2.18-darwin_arm64" if not sys.platform == "darwin" else "2.18-linux_x86_64"
+    result = invoke("build-tf", "--profile", other, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "but this machine is" in lines[0] and "does not cross-compile" in lines[0]
+    assert not (tmp_path / "build" / "src").exists()
+    # No Bazel on PATH: refused before the example is copied into build/src.
+    bare = {**env, "PATH": str(Path(sys.executable).parent)}
+    result = invoke("build-tf", "--profile", "example", env=bare)
+    assert result.returncode != 0 and "neither bazelisk nor bazel is on PATH" in result.stderr, result.stderr
+    assert not (tmp_path / "build" / "src").exists()

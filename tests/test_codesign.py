@@ -464,6 +464,7 @@ def test_verify_command_fix_signatures_json(
                     "detail": "recomputed 1 page hash in place",
                 }
             ],
+            "refused": None,
         }
     ]
     assert [(w["wheel"], w["ok"]) for w in document["wheels"]] == [(ARM64, True)]
@@ -489,3 +490,130 @@ def test_doctests() -> None:
     for module in (tfwheels.codesign, tfwheels.binaries):
         results = doctest.testmod(module)
         assert results.failed == 0 and results.attempted > 0, module.__name__
+
+
+# --- damaged wheels, permissions, the wheel's own RECORD, fat files under codesign -----------------
+
+
+def corrupt_member(wheel: Path, member: str, at: int = 2) -> None:
+    """Flip a byte inside a stored member's data: the zip stays readable, its CRC no longer holds."""
+    with zipfile.ZipFile(wheel) as archive:
+        info = archive.getinfo(member)
+    assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(wheel.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data[info.header_offset + 30 + name_length + extra_length + at] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+
+
+def replace_member(wheel: Path, member: str, data: bytes) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for info, old in members:
+            archive.writestr(info, data if info.filename == member else old)
+
+
+@pytest.mark.parametrize(
+    ("damage", "where"),
+    [
+        ("record-not-utf8", f"{DIST_INFO}/RECORD is not UTF-8"),
+        ("record-crc", f"{DIST_INFO}/RECORD is unreadable (Bad CRC-32"),
+        ("other-crc", "markupsafe/__init__.py is unreadable (Bad CRC-32"),
+        ("binary-crc", f"{SO} is unreadable (Bad CRC-32"),
+    ],
+)
+def test_fix_signatures_refuses_a_damaged_wheel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, where: str
+) -> None:
+    wheel = rewrap(ARM64, tmp_path, flip(fixture_so(), 20000))
+    if damage == "record-not-utf8":
+        with zipfile.ZipFile(wheel) as archive:
+            record = archive.read(f"{DIST_INFO}/RECORD")
+        replace_member(wheel, f"{DIST_INFO}/RECORD", record + b"caf\xe9.py,,\n")
+    else:
+        member = {"record-crc": f"{DIST_INFO}/RECORD", "other-crc": "markupsafe/__init__.py"}
+        corrupt_member(wheel, member.get(damage, SO), 30000 if damage == "binary-crc" else 2)
+    repair = repair_wheel(wheel, tmp_path / "fixed", use_codesign=False)
+    assert repair.output is None and repair.fixes == []
+    assert repair.refused is not None and "\n" not in repair.refused
+    assert repair.refused.startswith(f"not repaired: the wheel is damaged: {where}"), repair.refused
+    assert not (tmp_path / "fixed").exists()  # no partial output, not even the folder
+    # verify-wheel --fix-signatures: a report (exit 1), not a traceback.
+    assert verify_command([str(wheel)], None, True, fix_signatures=True) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["repairs"][0]["refused"] == repair.refused
+    assert document["wheels"][0]["ok"] is False
+
+
+def test_a_repaired_wheel_keeps_the_mode_of_the_original(tmp_path: Path) -> None:
+    wheel = rewrap(ARM64, tmp_path, flip(fixture_so(), 20000))
+    for mode in (0o644, 0o640):
+        wheel.chmod(mode)
+        repair = repair_wheel(wheel, tmp_path / f"fixed-{mode:o}", use_codesign=False)
+        assert repair.output is not None
+        assert stat.S_IMODE(repair.output.stat().st_mode) == mode  # not mkstemp's 0600
+
+
+def test_fix_signatures_updates_the_wheels_own_record(tmp_path: Path) -> None:
+    # A vendored package's dist-info comes first in the archive; the wheel's RECORD is the
+    # top-level markupsafe-3.0.4.dist-info/RECORD, and only that one vouches and is updated.
+    stale = rewrap(ARM64, tmp_path, flip(fixture_so(), 20000))
+    vendored = "markupsafe/_vendor/other-1.0.dist-info/RECORD"
+    vendored_data = b"other/__init__.py,,\n"
+    wheel = tmp_path / "vendored" / ARM64
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(stale) as source, zipfile.ZipFile(wheel, "w") as out:
+        out.writestr(vendored, vendored_data)
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == f"{DIST_INFO}/RECORD":
+                data += f"{vendored},sha256={digest(vendored_data)},{len(vendored_data)}\n".encode()
+            out.writestr(info, data)
+    assert verify_wheel(wheel).problems[0].kind == "code-signature"
+    repair = repair_wheel(wheel, tmp_path / "fixed", use_codesign=False)
+    assert [f.action for f in repair.fixes] == ["rehashed"], repair.fixes
+    assert repair.output is not None
+    assert verify_wheel(repair.output).ok, verify_wheel(repair.output).problems
+    with zipfile.ZipFile(repair.output) as archive:
+        assert archive.read(vendored) == vendored_data
+
+
+def fat(*slices: tuple[int, bytes]) -> bytes:
+    """A universal Mach-O of (cpusubtype, thin arm64 file) slices, 16 KiB aligned."""
+    offset, header, body = 16384, struct.pack(">II", 0xCAFEBABE, len(slices)), b""
+    for subtype, thin in slices:
+        header += struct.pack(">IIIII", 0x0100000C, subtype, offset + len(body), len(thin), 14)
+        body += thin.ljust((len(thin) + 16383) // 16384 * 16384, b"\0")
+    return header.ljust(offset, b"\0") + body
+
+
+def test_codesign_is_not_run_over_a_certificate_signed_slice(tmp_path: Path) -> None:
+    # codesign --force --sign - re-signs every slice of a universal file: the stale ad-hoc arm64
+    # slice would be fixed, and the valid certificate signature of the arm64e slice destroyed.
+    certified = resign(fixture_so(), flags=0, cms=b"x")
+    wheel = rewrap(ARM64, tmp_path, fat((0, flip(fixture_so(), 20000)), (2, certified)))
+    slices = [s for b in repair_module.scan_signatures(wheel) for s in b.slices]
+    assert [(s.signature.ok, s.signature.signer) for s in slices if s.signature] == [
+        (False, "ad-hoc, linker-signed"), (True, "certificate (CMS)")
+    ]
+    repair = repair_wheel(wheel, tmp_path / "fixed", use_codesign=True)
+    assert repair.output is None and not (tmp_path / "fixed").exists()
+    [fix] = repair.fixes
+    assert fix.action == "refused" and "re-signs every slice" in fix.detail
+    # Without codesign only the stale slice is rehashed; the other is left byte for byte.
+    rehashed = repair_wheel(wheel, tmp_path / "rehashed", use_codesign=False)
+    assert [f.action for f in rehashed.fixes] == ["rehashed"]
+
+
+@pytest.mark.parametrize(
+    ("filetype", "needs_signature"),
+    [(0x1, False), (0xA, False), (0x2, True), (0x6, True), (0x8, True)],  # OBJECT, DSYM, ...
+)
+def test_only_code_the_kernel_maps_needs_a_signature(
+    tmp_path: Path, filetype: int, needs_signature: bool
+) -> None:
+    so = bytearray(drop_code_signature(fixture_so()))
+    struct.pack_into("<I", so, 12, filetype)  # mach_header_64.filetype
+    problems = signature_problems(rewrap(ARM64, tmp_path, bytes(so)))
+    assert bool(problems) is needs_signature, problems

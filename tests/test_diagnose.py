@@ -403,8 +403,9 @@ def test_out_of_memory_suggestions_follow_the_host_rule() -> None:
     small = HostResources(cores=8, total_ram_mb=8192)
     big = HostResources(cores=4, total_ram_mb=65536)
     tiny = HostResources(cores=2, total_ram_mb=2048)
-    assert (small.jobs, small.local_ram_resources) == (2, 4096)
-    assert (big.jobs, big.local_ram_resources) == (4, 32768)
+    # below what builds pass by default (tfwheels.hostinfo.resources): half the jobs, 3/4 the RAM
+    assert (small.jobs, small.local_ram_resources) == (2, 3072)
+    assert (big.jobs, big.local_ram_resources) == (2, 24576)
     assert tiny.jobs == 1
     [finding] = from_bytes(by_name("D01").body)
     assert isinstance(finding, OutOfMemory)
@@ -844,3 +845,115 @@ def test_markup_in_a_log_is_printed_literally(
 def test_doctests() -> None:
     results = doctest.testmod(diagnose)
     assert results.attempted > 10 and results.failed == 0
+
+
+# -- fixes from issue 4's review -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores,ram", [(8, 16384), (10, 65536), (4, 8192), (2, 2048), (1, 1024)])
+def test_out_of_memory_advice_is_below_the_build_defaults(cores: int, ram: int) -> None:
+    from tfwheels.hostinfo import resources
+
+    host = HostResources(cores=cores, total_ram_mb=ram)
+    default = resources(cores, ram)
+    assert host.jobs < default.jobs or host.jobs == default.jobs == 1
+    assert host.local_ram_resources < default.local_ram_mb
+    assert 0.3 * ram <= host.local_ram_resources <= 0.4 * ram or ram < 2048
+
+
+def test_out_of_memory_advice_is_below_what_the_log_shows_the_build_used() -> None:
+    log = (
+        b"+ bazel build --jobs=3 --local_ram_resources=5000 //tensorflow/tools/pip_package:wheel\n"
+        + b"INFO: Analyzed target //tensorflow/tools/pip_package:wheel\n" * 40
+        + b"gcc: internal compiler error: Killed (program cc1plus)\n"
+    )
+    [finding] = from_bytes(log)
+    assert isinstance(finding, OutOfMemory)
+    assert (finding.build_jobs, finding.build_local_ram_resources) == (3, 5000)
+    assert finding.jobs == 1 and finding.local_ram_resources == 3750
+    assert "--jobs=1 --local_ram_resources=3750" in finding.fix
+    assert as_json(from_text(log)) == as_json([finding])
+
+
+def test_out_of_memory_host_ram_share_in_the_log() -> None:
+    log = b"INFO: 'build' options: --jobs 16 --local_ram_resources=HOST_RAM*.25\nKilled signal terminated program cc1plus\n"
+    [finding] = from_bytes(log)
+    assert (finding.build_jobs, finding.build_local_ram_resources) == (16, 4096)
+    assert (finding.jobs, finding.local_ram_resources) == (HOST.jobs, 3072)
+
+
+@pytest.mark.parametrize(
+    "line,have,needs",
+    [
+        ("dlopen(/x/_m.so, 0x0002): tried: '/x/_m.so' (mach-o file, but is an incompatible "
+         "architecture (have 'x86_64', need 'arm64e' or 'arm64'))", "x86_64", ["arm64e", "arm64"]),
+        ("dlopen(/x/_m.so, 0x0002): tried: '/x/_m.so' (mach-o file, but is an incompatible "
+         "architecture (have 'x86_64', need 'arm64e.v1'))", "x86_64", ["arm64e.v1"]),
+        ("'/x/_m.so' (mach-o file, but is an incompatible architecture (have 'arm64', need "
+         "'x86_64h' or 'x86_64'))", "arm64", ["x86_64h", "x86_64"]),
+    ],
+)
+def test_newer_macos_architecture_wording(line: str, have: str, needs: list[str]) -> None:
+    [finding] = from_bytes(line.encode())
+    data = finding.to_json()
+    assert data["kind"] == "incompatible-architecture" and data["file"] == "/x/_m.so"
+    assert (data["have"], data["need"], data["needs"]) == (have, needs[0], needs)
+
+
+@pytest.mark.parametrize(
+    "header,apple",
+    [
+        ("/usr/lib/llvm-17/include/c++/v1/vector", False),
+        ("/opt/homebrew/opt/llvm/include/c++/v1/__config", False),
+        ("/usr/local/opt/llvm@16/lib/clang/16/include/stddef.h", False),
+        ("/Users/me/Downloads/Xcode-beta.app/Contents/Developer/Toolchains/"
+         "XcodeDefault.xctoolchain/usr/include/c++/v1/string", True),
+    ],
+)
+def test_llvm_and_relocated_xcode_headers_are_toolchain_headers(header: str, apple: bool) -> None:
+    log = (
+        "ERROR: /ws/pkg/BUILD:3:10: Compiling pkg/a.cc failed: undeclared inclusion(s) in rule "
+        "'//pkg:a':\nthis rule is missing dependency declarations for the following files "
+        f"included by 'pkg/a.cc':\n  '{header}'\n"
+    )
+    [finding] = from_bytes(log.encode())
+    assert isinstance(finding, UndeclaredInclusion) and finding.toolchain
+    assert "Do not patch BUILD" in finding.fix and "invoke build-tf --fix" not in finding.fix
+    assert ("xcode-select" in finding.fix) is apple
+    assert diagnose.is_toolchain_header(header)
+    assert not diagnose.is_toolchain_header("/home/me/src/llvm-project/include/llvm/ADT/c.h")
+
+
+def test_nccl_advice_does_not_offer_fix() -> None:
+    [finding] = from_bytes(by_name("A09").body)
+    assert "--config=nonccl" in finding.fix
+    assert "does this for you" not in finding.fix
+    assert "cannot fix this one" in finding.fix
+
+
+def test_only_recovered_findings_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "c04.log"
+    log.write_bytes(by_name("C04").body)
+    assert diagnose_command(str(log), True, None, tmp_path) == 0
+    [finding] = json.loads(capsys.readouterr().out)["findings"]
+    assert finding["recovered"] is True
+    assert diagnose_command(str(log), False, None, tmp_path) == 0
+    assert "All recovered" in capsys.readouterr().out
+    log.write_bytes(by_name("C04").body + b"\nKilled signal terminated program cc1plus\n")
+    assert diagnose_command(str(log), True, None, tmp_path) == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[1,234 / 9,876] Compiling tensorflow/core/platform/errors.cc; 3s local",
+        "  exec env - /usr/bin/clang -Wall -Werror=return-type -Wno-error=unused -c errors.cc",
+        "    Fetching https://mirror.bazel.build/github.com/abseil/abseil-cpp/archive/x.tar.gz",
+        "INFO: From Compiling tensorflow/core/kernels/conv_ops.cc: warning: unused [-Wunused]",
+        "ld: warning: -undefined dynamic_lookup may not work (architecture arm64)",
+    ],
+)
+def test_healthy_lines_with_trigger_words_are_not_context(line: str) -> None:
+    """The prefilter skips them: the lines after are not parsed (the benchmark's worst case)."""
+    assert not diagnose._has_needle(line)
+    assert not diagnose._has_needle_bytes(line.encode())

@@ -193,3 +193,66 @@ def test_new_tasks_are_listed_and_every_flag_documented(task: str) -> None:
         if line.strip().startswith("-"):
             flag, _, text = line.strip().partition("  ")
             assert text.strip(), f"{task}: {flag} has no help"
+
+
+def test_arm64e_slices_count_as_arm64() -> None:
+    data = answers("macos-m1")
+    data["commands"]["lipo -archs /opt/homebrew/bin/python3.11"]["stdout"] = "x86_64 arm64e\n"
+    data["commands"]["lipo -archs /opt/homebrew/Cellar/bazelisk/1.25.0/bin/bazelisk"]["stdout"] = "x86_64 arm64e\n"
+    found = checks_of(data, profile("2.18-darwin_arm64"))
+    assert found["rosetta"].status == "pass" and "arm64e" in found["rosetta"].detail
+    assert found["bazel_arch"].status == "pass" and "arm64e" in found["bazel_arch"].detail
+    data["commands"]["lipo -archs /opt/homebrew/bin/python3.11"]["stdout"] = "x86_64 i386\n"
+    assert checks_of(data)["rosetta"].status == "fail"
+
+
+def test_doctor_takes_a_tff_profile_name_without_project_tff(capsys: pytest.CaptureFixture[str]) -> None:
+    # tasks.py passes the default --project tf as "tensorflow"
+    code = doctor_command(ROOT, "tensorflow", "0.87-darwin_arm64", True, probe=RecordedProbe(answers("macos-m1")))
+    report = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["platform"]["status"] == "pass"
+    assert checks["bazel"]["detail"] == "bazelisk at /opt/homebrew/bin/bazelisk (runs Bazel 6.5.0)"
+    assert code == (1 if any(c["status"] == "fail" for c in report["checks"]) else 0)
+
+
+def test_doctor_cli_takes_a_tff_profile_name() -> None:
+    result = invoke("doctor", "--profile", "0.87-linux_x86_64", "--json")
+    assert result.returncode in (0, 1), result.stderr
+    assert "no tensorflow profile" not in result.stderr
+    assert [c["name"] for c in json.loads(result.stdout)["checks"]][:3] == ["platform", "python", "git"]
+
+
+def test_bazel_fix_names_bazel_bootstrap_only_for_bazel_4_2_3(tmp_path: Path) -> None:
+    from tfwheels.bazel import BazelTool, check_version, find_bazel
+    from tfwheels.errors import ToolMissingError
+
+    # doctor on Debian with bazel-bootstrap, for a 6.5.0 profile: bazelisk, not bazel-bootstrap
+    fix = checks_of(answers("linux-aarch64"), profile("2.18-linux_aarch64"))["bazel"].fix
+    assert "npm install -g @bazel/bazelisk" in fix and "brew install bazelisk" in fix
+    assert "bazel-bootstrap" not in fix and "allow_unversioned" not in fix
+    # a wrong version found, for a 6.5.0 profile
+    wrong = BazelTool(Path("/usr/bin/bazel"), "bazel", "4.2.3", "bazel 4.2.3")
+    with pytest.raises(ToolMissingError) as info:
+        check_version(wrong, profile("2.18-linux_x86_64"), None)
+    assert "needs Bazel 6.5.0; install bazelisk" in str(info.value)
+    assert "bazel-bootstrap" not in str(info.value) and "allow_unversioned" not in str(info.value)
+    # Debian's unversioned bazel on PATH
+    fake = tmp_path / "bin" / "bazel"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bazel no_version'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ToolMissingError) as info:
+        find_bazel(profile("2.18-linux_x86_64"), str(fake.parent))
+    message = str(info.value)
+    assert "reports 'bazel no_version'" in message and "npm install -g @bazel/bazelisk" in message
+    assert "bazel-bootstrap" not in message and "allow_unversioned" not in message
+    # ... where the profile pins Debian's 4.2.3, both are the fix
+    example = profile("example")
+    strict = example.model_copy(update={"bazel": example.bazel.model_copy(update={"allow_unversioned": False})})
+    with pytest.raises(ToolMissingError) as info:
+        find_bazel(strict, str(fake.parent))
+    assert "set bazel.allow_unversioned: true" in str(info.value)
+    with pytest.raises(ToolMissingError, match=r"or apt install bazel-bootstrap for Bazel 4\.2\.3"):
+        check_version(wrong.__class__(Path("/usr/bin/bazel"), "bazel", "6.5.0", "bazel 6.5.0"), example, None)
+    assert "apt install bazel-bootstrap" in checks_of(answers("linux-aarch64"), example)["bazel"].fix

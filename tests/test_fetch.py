@@ -153,3 +153,124 @@ def test_fetch_copies_a_path_profile(tmp_path: Path) -> None:
     tree, done = fetch_source(profile, layout, tmp_path / "tf-mini")
     assert done.startswith("copied ") and (tree / "WORKSPACE").is_file()
     assert fetch_source(profile, layout, tmp_path / "tf-mini")[1].startswith("reused ")
+
+
+# --- a source pinned by commit alone (ref = the commit's full sha: an untagged upstream HEAD) -----
+
+
+@pytest.fixture
+def untagged(tmp_path: Path) -> tuple[Path, str, str]:
+    """A bare repository whose main has two commits and no tags, configured to serve commits by
+    sha as GitHub does; returns (bare path, the first commit (not a tip), the tip)."""
+    work = tmp_path / "untagged-work"
+    work.mkdir()
+    git("init", "-q", cwd=work)
+    (work / "README").write_text("first\n")
+    git("add", "README", cwd=work)
+    git("commit", "-q", "-m", "one", cwd=work)
+    first = git("rev-parse", "HEAD", cwd=work)
+    (work / "README").write_text("tip\n")
+    git("commit", "-q", "-am", "two", cwd=work)
+    bare = tmp_path / "untagged.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=bare)
+    return bare, first, git("rev-parse", "HEAD", cwd=work)
+
+
+def fetch_sha(tmp_path: Path, url: Path, commit: str, ref: str | None = None) -> tuple[Path, str]:
+    path = write_profile(tmp_path, url, f'"{commit}"')  # quoted: an all-digit sha is no YAML int
+    path.write_text(path.read_text().replace("ref: v1.0", f'ref: "{ref or commit}"'))
+    profile = load_profile("pinned", "tensorflow", tmp_path / "configs", tmp_path)
+    layout = Layout.at(tmp_path, tmp_path / "build", tmp_path / "dist")
+    return fetch_source(profile, layout)
+
+
+def only_protocol_v0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make git speak protocol v0, where upload-pack checks allowReachableSHA1InWant (v2 does not)."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
+
+
+@pytest.mark.parametrize("protocol", ["default", "v0"])
+def test_a_commit_pin_fetches_exactly_that_commit_shallow(
+    tmp_path: Path, untagged: tuple[Path, str, str], protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, first, _tip = untagged
+    if protocol == "v0":
+        only_protocol_v0(monkeypatch)
+    tree, done = fetch_sha(tmp_path, bare, first)
+    assert done.startswith("fetched ") and first[:12] in done
+    assert git("rev-parse", "HEAD", cwd=tree) == first
+    assert (tree / "README").read_text() == "first\n"
+    assert (tree / ".git" / "shallow").read_text().split() == [first]  # depth 1: nothing else
+    assert git("rev-list", "--all", cwd=tree).split() == [first]
+    assert git("tag", cwd=tree) == ""
+    assert "/.bazelrc.user" in (tree / ".git" / "info" / "exclude").read_text()
+    # A second fetch reuses the clean tree at the pin.
+    assert fetch_sha(tmp_path, bare, first)[1].startswith("reused ")
+
+
+def test_a_server_that_refuses_commits_by_sha_is_one_clear_line(
+    tmp_path: Path, untagged: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, first, _tip = untagged
+    git("config", "--unset", "uploadpack.allowReachableSHA1InWant", cwd=bare)
+    only_protocol_v0(monkeypatch)
+    with pytest.raises(SourceError) as info:
+        fetch_sha(tmp_path, bare, first)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"refused to send commit {first} by its sha" in message
+    assert "uploadpack.allowReachableSHA1InWant" in message and "pin a tag" in message
+    assert leftovers(tmp_path / "build" / "src") == []
+
+
+def test_a_commit_the_server_lacks_is_one_clear_line(tmp_path: Path, untagged: tuple[Path, str, str]) -> None:
+    bare, _first, _tip = untagged
+    missing = "1" * 40
+    with pytest.raises(SourceError) as info:
+        fetch_sha(tmp_path, bare, missing)
+    assert f"refused to send commit {missing} by its sha" in str(info.value)
+    assert "not our ref" in str(info.value) and "\n" not in str(info.value)
+    assert leftovers(tmp_path / "build" / "src") == []
+
+
+def test_a_sha_ref_that_is_not_the_pinned_commit_is_refused(
+    tmp_path: Path, untagged: tuple[Path, str, str]
+) -> None:
+    bare, first, tip = untagged
+    with pytest.raises(SourceError, match=f"source.git.ref {tip} is a commit, but source.git.commit pins {first}"):
+        fetch_sha(tmp_path, bare, first, ref=tip)
+    assert leftovers(tmp_path / "build" / "src") == []
+
+
+def test_a_tree_at_another_commit_is_refetched_by_sha_with_force(
+    tmp_path: Path, untagged: tuple[Path, str, str]
+) -> None:
+    bare, first, tip = untagged
+    tree, _ = fetch_sha(tmp_path, bare, tip)
+    with pytest.raises(SourceError, match="pass --force"):
+        fetch_sha(tmp_path, bare, first)
+    path = tmp_path / "configs" / "tf" / "pinned.yaml"
+    profile = load_profile(str(path), "tensorflow", tmp_path / "configs", tmp_path)
+    _, done = fetch_source(profile, Layout.at(tmp_path, tmp_path / "build", tmp_path / "dist"), force=True)
+    assert done.startswith("fetched ") and git("rev-parse", "HEAD", cwd=tree) == first
+
+
+def test_invoke_fetch_by_sha_end_to_end(tmp_path: Path, untagged: tuple[Path, str, str]) -> None:
+    bare, first, _tip = untagged
+    path = write_profile(tmp_path, bare, first)
+    path.write_text(path.read_text().replace("ref: v1.0", f"ref: {first}"))
+    dest = tmp_path / "by-sha"
+    ok = invoke("fetch", "--profile", str(path), "--dest", str(dest))
+    assert ok.returncode == 0, ok.stderr
+    assert "fetched" in ok.stdout and git("rev-parse", "HEAD", cwd=dest) == first
+    git("config", "--unset", "uploadpack.allowReachableSHA1InWant", cwd=bare)
+    refused = invoke(
+        "fetch", "--profile", str(path), "--dest", str(tmp_path / "refused"),
+        env={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "protocol.version", "GIT_CONFIG_VALUE_0": "0"},
+    )
+    assert refused.returncode == SourceError.exit_code
+    assert "refused to send commit" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "refused").exists()

@@ -182,3 +182,121 @@ def test_cli_schema_writes_json(tmp_path: Path) -> None:
     result = invoke("schema", "--output", str(target))
     assert result.returncode == 0, result.stderr
     assert json.loads(target.read_text())["title"] == "tfwheels build profile"
+
+
+# --- a name resolves in the other project's folder; tasks for one project still refuse it -------
+
+
+def test_a_tff_name_resolves_without_project_tff_and_tasks_say_how() -> None:
+    # doctor (any_project): a TFF name needs no --project tff
+    tff = load_profile("0.87-darwin_arm64", "tensorflow", CONFIGS, ROOT, any_project=True)
+    assert (tff.project, tff.file) == ("tensorflow_federated", "configs/tff/0.87-darwin_arm64.yaml")
+    # a task for TF refuses it, naming both ways out
+    with pytest.raises(ProfileError) as info:
+        load_profile("0.87-darwin_arm64", "tensorflow", CONFIGS, ROOT)
+    message = str(info.value)
+    assert message.startswith("configs/tff/0.87-darwin_arm64.yaml:")
+    assert "use invoke build-tff, or add --project tff" in message and "\n" not in message
+    # ... and vice versa
+    with pytest.raises(ProfileError, match=r"use invoke build-tf, or add --project tf "):
+        load_profile("2.18-darwin_arm64", "tensorflow_federated", CONFIGS, ROOT)
+    # a name both projects have is the asked project's
+    assert load_profile("example", "tensorflow_federated", CONFIGS, ROOT, any_project=True).project == (
+        "tensorflow_federated"
+    )
+    assert load_profile("example", "tensorflow", CONFIGS, ROOT, any_project=True).project == "tensorflow"
+
+
+def test_a_name_neither_project_has_still_suggests(tmp_path: Path) -> None:
+    write(tmp_path, "2.16-darwin_arm64", GOOD)
+    (tmp_path / "tff").mkdir()
+    with pytest.raises(ProfileError, match=r"no tensorflow profile named 'nope'"):
+        load_profile("nope", "tensorflow", tmp_path, tmp_path, any_project=True)
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "refusal"),
+    [("build-tf", "0.87-darwin_arm64", "use invoke build-tff"), ("build-tff", "2.18-darwin_arm64", "use invoke build-tf,")],
+)
+def test_build_tasks_refuse_the_other_projects_profile(task: str, name: str, refusal: str) -> None:
+    result = invoke(task, "--profile", name, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and refusal in lines[0] and "project: this is a" in lines[0], lines
+    assert "Traceback" not in result.stderr
+
+
+# --- configure values that would break an rc line --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "field", "problem"),
+    [
+        ('PYTHON_BIN_PATH: \'/opt/my "py"/bin/python3\'', "configure.PYTHON_BIN_PATH", "holds a double quote"),
+        ("PYTHON_BIN_PATH: 'C:\\Python\\python.exe'", "configure.PYTHON_BIN_PATH", "holds a backslash"),
+        ('PYTHON_LIB_PATH: \'/x/"site"\'', "configure.PYTHON_LIB_PATH", "holds a double quote"),
+        ("CLANG_COMPILER_PATH: /opt/my llvm/bin/clang", "configure.CLANG_COMPILER_PATH", "holds whitespace"),
+        ("CLANG_COMPILER_PATH: \"/opt/llvm/bin/clang\\t\"", "configure.CLANG_COMPILER_PATH", "holds whitespace"),
+        ('CLANG_COMPILER_PATH: \'/opt/"llvm"/clang\'', "configure.CLANG_COMPILER_PATH", "holds a double quote"),
+        ('PYTHON_BIN_PATH: "/usr/bin/python3\\0"', "configure.PYTHON_BIN_PATH", "contains a newline or NUL"),
+        ('TF_SYSTEM_LIBS: [\'zlib"\']', "configure.TF_SYSTEM_LIBS.0", "holds a double quote"),
+    ],
+)
+def test_configure_values_that_break_rc_lines_are_refused(
+    tmp_path: Path, answer: str, field: str, problem: str
+) -> None:
+    message = error_of(tmp_path, "rc", GOOD + "configure:\n  " + answer + "\n")
+    assert message.startswith(f"tf/rc.yaml:20 {field}: "), message
+    assert problem in message, message
+    assert "; use a path without" in message or "; remove it" in message, message  # the fix
+
+
+def test_plain_configure_paths_still_load(tmp_path: Path) -> None:
+    write(tmp_path, "ok", GOOD + "configure:\n  PYTHON_BIN_PATH: '/Users/me/my env/bin/python3'\n"
+          "  CLANG_COMPILER_PATH: /usr/lib/llvm-17/bin/clang\n")
+    profile = load_profile("ok", "tensorflow", tmp_path, tmp_path)
+    assert profile.configure.PYTHON_BIN_PATH == "/Users/me/my env/bin/python3"  # quoted: spaces are fine
+
+
+@pytest.mark.parametrize(
+    ("addition", "expected"),
+    [
+        ("name: ../../../tmp/escape\n", "tf/bad.yaml:19 name: '../../../tmp/escape' is not a profile name"),
+        ("name: a/b\n", "tf/bad.yaml:19 name: 'a/b' is not a profile name"),
+        ("name: .hidden\n", "tf/bad.yaml:19 name: '.hidden' is not a profile name"),
+        ("render:\n  - template: ../../etc/passwd\n    dest: x\n",
+         "tf/bad.yaml:20 render.0.template: '../../etc/passwd' is not a file name in templates/"),
+    ],
+)
+def test_names_that_would_leave_their_folders_are_refused(tmp_path: Path, addition: str, expected: str) -> None:
+    message = error_of(tmp_path, "bad", GOOD + addition)
+    assert message.startswith(expected), message
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--remote_header=x-api-key=literalsecret123",
+        "--remote_cache_header=authorization=Bearer abc",
+        "--bes_header=x=y",
+        "--google_credentials=/home/me/key.json",
+        "--credential_helper=/usr/bin/helper",
+        "--remote_cache=https://user:pass@cache.example",
+    ],
+)
+def test_credentials_in_build_flags_are_refused(tmp_path: Path, flag: str) -> None:
+    text = GOOD.replace('  configs: [release_macos_arm64]', f'  configs: [release_macos_arm64]\n  build_flags: ["{flag}"]')
+    message = error_of(tmp_path, "bad", text)
+    assert message.startswith("tf/bad.yaml:12 bazel.build_flags.0: "), message
+    assert "remote" in message and "literalsecret123" not in message and "pass@" not in message, message
+
+
+def test_a_template_that_is_not_there_is_one_line_at_plan_time(tmp_path: Path) -> None:
+    profile = tmp_path / "missing-template.yaml"
+    profile.write_text("extends: tf/example\nrender:\n  - template: nope.j2\n    dest: x.rc\n")
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
+    result = invoke("build-tf", "--profile", str(profile), "--dry-run", env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "render.template: 'nope.j2' is not in" in lines[0], result.stderr
+    assert "bazelrc.user.j2" in lines[0] and "Traceback" not in result.stderr

@@ -411,3 +411,92 @@ def test_terminal_output_draws_a_live_panel(builds: Builds) -> None:
     assert builds.terminal_code == 0, output[-3000:]
     assert "\x1b[" in output and "╭" in output and "tfwheels tf-example" in output
     assert "[tfwheels tf-example] done" in output
+
+
+# --- outputs of a directory (tree artifact), as Bazel 4.2.3 reports them ----------------------
+
+_WHEEL_DIR = "tensorflow/tools/pip_package/wheel_house"
+_WHEEL = "tensorflow-0.1.0-cp311-cp311-linux_x86_64.whl"
+
+
+def _wheel_bep(exec_root: Path, *, files: list[str], directory: bool) -> list[str]:
+    """The events a `bazel build //tensorflow/tools/pip_package:wheel` writes (Bazel 4.2.3, the
+    example's wheel rule; trimmed to the fields read), with paths under ``exec_root``."""
+    prefix = ["bazel-out", "k8-opt", "bin"]
+    label = "//tensorflow/tools/pip_package:wheel"
+    target = {"targetCompleted": {"label": label, "configuration": {"id": "39a3"}}}
+    completed: dict[str, object] = {
+        "success": True,
+        "outputGroup": [{"name": "default", "fileSets": [{"id": "0"}]}],
+    }
+    if directory:
+        completed["directoryOutput"] = [{"name": _WHEEL_DIR, "pathPrefix": prefix}]
+    named = [
+        {"name": n, "uri": f"file://{exec_root}/bazel-out/k8-opt/bin/{n}", "pathPrefix": prefix}
+        for n in files
+    ]
+    events = [
+        {"id": {"workspace": {}}, "workspaceInfo": {"localExecRoot": str(exec_root)}},
+        {"id": {"namedSet": {"id": "0"}}, "namedSetOfFiles": {"files": named}},
+        {"id": target, "completed": completed},
+        {"id": {"buildFinished": {}}, "finished": {"overallSuccess": True}},
+    ]
+    return [json.dumps(e) for e in events]
+
+
+def _plan_for(tree: Path) -> object:
+    from types import SimpleNamespace
+
+    host = SimpleNamespace(placeholders=dict)
+    return SimpleNamespace(
+        tree=tree, host=host, profile=SimpleNamespace(package=SimpleNamespace(directory=_WHEEL_DIR))
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "directory"),
+    [
+        ([f"{_WHEEL_DIR}/{_WHEEL}"], True),  # declare_directory: files expanded + directoryOutput
+        ([f"{_WHEEL_DIR}/{_WHEEL}"], False),  # declare_file("wheel_house/<name>.whl")
+        ([_WHEEL_DIR], False),  # the directory as one entry (a Bazel that does not expand it)
+        ([], True),  # directoryOutput alone: exec root / pathPrefix / name
+    ],
+)
+def test_wheels_of_a_directory_output_come_from_the_bep(
+    tmp_path: Path, files: list[str], directory: bool
+) -> None:
+    from tfwheels.bep import iter_events, summarize
+    from tfwheels.pipeline import _built_wheels
+
+    exec_root = tmp_path / "execroot" / "org_tensorflow"
+    house = exec_root / "bazel-out" / "k8-opt" / "bin" / _WHEEL_DIR
+    house.mkdir(parents=True)
+    (house / _WHEEL).write_bytes(b"wheel")
+    tree = tmp_path / "tree"
+    tree.mkdir()  # no bazel-bin symlink at all: the BEP alone must find it
+    summary = summarize(iter_events(_wheel_bep(exec_root, files=files, directory=directory)))
+    if files and files[0].endswith(".whl"):
+        [listed] = summary.files["//tensorflow/tools/pip_package:wheel"]
+        assert listed.path == house / _WHEEL
+        assert listed.path_prefix == ("bazel-out", "k8-opt", "bin")
+        assert summary.outputs["//tensorflow/tools/pip_package:wheel"] == [house / _WHEEL]
+    if directory:
+        [folder] = summary.directories["//tensorflow/tools/pip_package:wheel"]
+        assert (folder.name, folder.path) == (_WHEEL_DIR, house)
+    assert _built_wheels(_plan_for(tree), summary) == [house / _WHEEL]  # type: ignore[arg-type]
+
+
+def test_wheels_fall_back_to_bazel_bin_only_when_the_bep_names_none(tmp_path: Path) -> None:
+    from tfwheels.bep import BuildSummary
+    from tfwheels.pipeline import _built_wheels
+
+    out = tmp_path / "out" / _WHEEL_DIR
+    out.mkdir(parents=True)
+    (out / _WHEEL).write_bytes(b"wheel")
+    (out / "notes.txt").write_text("not a wheel")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "bazel-bin").symlink_to(tmp_path / "out")
+    globbed = [tree / "bazel-bin" / _WHEEL_DIR / _WHEEL]
+    assert _built_wheels(_plan_for(tree), BuildSummary()) == globbed  # type: ignore[arg-type]
+    assert _built_wheels(_plan_for(tree), None) == globbed  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ TF_PROFILES = [f"{line}-darwin_arm64" for line in TF_LINES] + [
 ]
 TFF_TAGS = {"0.87": "cca8ab5975da96722eeb3b7b9425b0c66987f30d", "0.89": "e245ed4a57db0e36e4ddc9cb0259f6aa3ec12048"}
 TFF_PROFILES = [f"{v}-{p}" for v in TFF_TAGS for p in ("darwin_arm64", "linux_x86_64", "linux_aarch64")]
+# TFF's untagged HEAD, pinned by commit (tests/test_tff_head.py pins what they hold).
+TFF_HEAD_PROFILES = [f"head-{p}" for p in ("darwin_arm64", "linux_x86_64", "linux_aarch64")]
 PROJECT = {"tensorflow": "tf", "tensorflow_federated": "tff"}
 
 
@@ -57,7 +60,7 @@ def real_profiles() -> list[Profile]:
     return [
         load_profile(str(found.path), found.project, CONFIGS, ROOT)
         for found in list_profiles(CONFIGS)
-        if found.name != "example"
+        if not found.name.startswith("example")  # the bundled miniature workspaces
     ]
 
 
@@ -66,7 +69,8 @@ def real_profiles() -> list[Profile]:
 
 def test_every_real_profile_is_listed_and_loads() -> None:
     names = {(p.project, p.name) for p in real_profiles()}
-    assert names == {("tensorflow", n) for n in TF_PROFILES} | {("tensorflow_federated", n) for n in TFF_PROFILES}
+    tff = TFF_PROFILES + TFF_HEAD_PROFILES
+    assert names == {("tensorflow", n) for n in TF_PROFILES} | {("tensorflow_federated", n) for n in tff}
 
 
 def test_invoke_profiles_json_lists_them_with_their_facts() -> None:
@@ -76,7 +80,8 @@ def test_invoke_profiles_json_lists_them_with_their_facts() -> None:
     row = rows[("tensorflow", "2.20-darwin_arm64")]
     assert (row["version"], row["platform"], row["bazel_version"]) == ("2.20.0", "darwin_arm64", "7.4.1")
     assert rows[("tensorflow_federated", "0.87-linux_aarch64")]["bazel_version"] == "6.5.0"
-    assert len([k for k in rows if k[1] != "example"]) == len(TF_PROFILES) + len(TFF_PROFILES)
+    expected = len(TF_PROFILES) + len(TFF_PROFILES) + len(TFF_HEAD_PROFILES)
+    assert len([k for k in rows if not k[1].startswith("example")]) == expected
 
 
 @pytest.mark.parametrize("name", TF_PROFILES)
@@ -289,3 +294,94 @@ def test_invoke_build_tf_dry_run_json_on_this_host(tmp_path: Path) -> None:
     assert (data["bazel_version"], data["targets"]) == ("6.5.0", [WHEEL])
     assert "build --repo_env=WHEEL_NAME=tensorflow" in data["rendered"][".bazelrc.user"]
     assert not (tmp_path / "build" / "src").exists()  # a dry run touches nothing
+
+
+def test_dry_run_without_the_pinned_bazel_says_the_plan_only_assumes_one(tmp_path: Path) -> None:
+    # PATH holds no Bazel at all: the plan still stands, but claims no Bazel it did not find.
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist"),
+           "PATH": str(Path(sys.executable).parent)}
+    result = invoke("build-tf", "--profile", "2.17-darwin_arm64", "--dry-run", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["bazel_found_version"] is None
+    assert data["bazel"].startswith("bazelisk, not found on this host")
+    assert data["bazel_commands"][0][0] == "bazelisk"
+    assert any("neither bazelisk nor bazel is on PATH" in w for w in data["warnings"])
+
+
+def test_a_missing_requirements_lock_stops_a_dry_run_with_one_line(tmp_path: Path) -> None:
+    tree = tmp_path / "tensorflow"
+    (tree / "tensorflow" / "tools" / "pip_package").mkdir(parents=True)
+    (tree / "WORKSPACE").write_text('workspace(name = "org_tensorflow")\n')
+    (tree / ".bazelversion").write_text("6.5.0\n")
+    (tree / "tensorflow" / "BUILD").write_text("")
+    (tree / "requirements_lock_3_12.txt").write_text("")  # a lock, but not 2.18's Python 3.11
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
+    result = invoke("build-tf", "--profile", "2.18-darwin_arm64", "--source", str(tree), "--dry-run", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: requirements_lock_3_11.txt is missing in {tree}")
+    assert "python.version" in lines[0] and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before  # nothing rendered
+
+
+TF_214_WHEELS = (
+    "tensorflow-2.14.1-cp311-cp311-linux_x86_64.whl",
+    "tensorflow-2.14.1-cp311-cp311-macosx_12_0_arm64.whl",
+    "tensorflow-2.14.1-cp312-cp312-manylinux_2_17_aarch64.whl",
+    "tensorflow-2.14.0-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+    "tensorflow-2.15.0-cp311-cp311-linux_aarch64.whl",
+)
+
+
+def _find(name: str, dist: Path, wheels: tuple[str, ...] = TF_214_WHEELS) -> tuple[list[str], list[str]]:
+    from tfwheels.plan import _find_required
+
+    dist.mkdir(exist_ok=True)
+    for wheel in wheels:
+        (dist / wheel).write_bytes(b"")
+    found, missing = _find_required(tff(name), Layout.at(ROOT, dist.parent / "build", dist))
+    return [p.name for p in found], missing
+
+
+def test_tff_takes_the_tf_wheel_for_its_platform_and_python(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    assert _find("0.87-darwin_arm64", dist) == (["tensorflow-2.14.1-cp311-cp311-macosx_12_0_arm64.whl"], [])
+    assert _find("0.87-linux_x86_64", dist) == (["tensorflow-2.14.1-cp311-cp311-linux_x86_64.whl"], [])
+    # cp312 and 2.15 do not fit 0.87 (Python 3.11, tensorflow==2.14.*): the cp311 2.14.0 does
+    assert _find("0.87-linux_aarch64", dist) == (
+        ["tensorflow-2.14.0-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"], []
+    )
+
+
+def test_tff_required_wheel_accepts_py3_abi3_universal2_and_says_what_misfits(tmp_path: Path) -> None:
+    assert _find("0.87-darwin_arm64", tmp_path / "a", (
+        "tensorflow-2.14.1-cp39-abi3-macosx_11_0_universal2.whl",
+        "tensorflow-2.14.1-cp312-abi3-macosx_12_0_arm64.whl",  # abi3 from 3.12 on: not for 3.11
+    ))[0] == ["tensorflow-2.14.1-cp39-abi3-macosx_11_0_universal2.whl"]
+    assert _find("0.87-linux_x86_64", tmp_path / "b", ("tensorflow-2.14.1-py3-none-any.whl",))[0] == [
+        "tensorflow-2.14.1-py3-none-any.whl"
+    ]
+    found, missing = _find("0.87-darwin_arm64", tmp_path / "c", (
+        "tensorflow-2.14.1-cp311-cp311-linux_x86_64.whl",
+        "tensorflow-2.14.1-cp312-cp312-macosx_12_0_arm64.whl",
+    ))
+    assert found == []
+    assert missing == [
+        "tensorflow==2.14.* for cp311 on darwin_arm64 (not for them: "
+        "tensorflow-2.14.1-cp311-cp311-linux_x86_64.whl, tensorflow-2.14.1-cp312-cp312-macosx_12_0_arm64.whl)"
+    ]
+
+
+def test_tff_dry_run_plan_names_the_tf_wheel_of_its_platform(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for wheel in TF_214_WHEELS[:2]:
+        (dist / wheel).write_bytes(b"")
+    env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(dist)}
+    # the macOS wheel sorts last; a Linux plan must still take the Linux one
+    result = invoke("build-tff", "--profile", "0.87-linux_x86_64", "--dry-run", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["requires"] == [str(dist / TF_214_WHEELS[0])]

@@ -17,6 +17,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,14 @@ from tfwheels.credentials import (
     disk_cache_size,
     disk_cache_warning,
     explain_trouble,
+    local_retry_warranted,
+    log_lines_since,
     preflight,
     probe_http,
     probe_tcp,
     remove_private,
+    sweep_stale,
+    use_local_only,
     write_private,
 )
 from tfwheels.errors import ProfileError, UsageError
@@ -184,7 +190,7 @@ def _forget_secrets() -> Any:
         ({"executor": "https://x.example"}, "remote.executor: 'https://x.example' is not a remote executor (gRPC) URL"),
         ({"cache": "https://me:pw@cache.example"}, "remote.cache: holds a user name or password"),
         ({"cache": "grpcs://c.example", "headers": {"x-api-key": "s3cr3t"}}, "remote.headers.x-api-key: header values are credentials"),
-        ({"headers": {"bad header": "env:K"}}, "remote.headers.bad header"),
+        ({"headers": {"bad header": "env:K"}}, "remote.headers: key 'bad header' is not allowed"),
         ({"cach": "grpc://c.example"}, "remote.cach: is not a known field; did you mean 'cache'?"),
         ({"disk_cache": {"max_gb": 0}}, "remote.disk_cache.max_gb: Input should be greater than 0"),
     ],
@@ -313,6 +319,7 @@ def test_missing_credential_variable_is_a_usage_error(tmp_path: Path) -> None:
 def test_private_rc_path_prefers_the_runtime_dir(tmp_path: Path) -> None:
     path = private_rc_path({"XDG_RUNTIME_DIR": str(tmp_path)})
     assert path.parent.parent == tmp_path and path.name == "remote.bazelrc"
+    assert path.parent.name.startswith(f"tfwheels-{os.getpid()}-")  # for sweep_stale
     assert path != private_rc_path({"XDG_RUNTIME_DIR": str(tmp_path)})
 
 
@@ -326,6 +333,90 @@ def test_private_rc_file_is_0600_in_a_new_0700_folder_and_removed(tmp_path: Path
     path.parent.mkdir()  # someone got there first: refuse rather than write into their folder
     with pytest.raises(FileExistsError):
         write_private(path, "x")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sweep_removes_the_credentials_rc_of_a_killed_build_only(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    stale = tmp_path / f"tfwheels-{dead}-{'ab' * 8}"
+    write_private(stale / "remote.bazelrc", f"build --remote_header=x-api-key={CANARY}\n")
+    live = tmp_path / f"tfwheels-{os.getpid()}-{'cd' * 8}"
+    write_private(live / "remote.bazelrc", "build --remote_cache=grpc://x\n")
+    others = [tmp_path / "tfwheels-patch-1234", tmp_path / f"tfwheels-{dead}-notours", tmp_path / "unrelated"]
+    for other in others:
+        other.mkdir()
+    (tmp_path / f"tfwheels-{dead}-{'ef' * 8}").write_text("a file, not our folder")
+    assert sweep_stale([tmp_path]) == [stale]
+    assert not stale.exists() and live.is_dir() and all(p.is_dir() for p in others)
+    assert (tmp_path / f"tfwheels-{dead}-{'ef' * 8}").is_file()
+    assert sweep_stale([tmp_path / "missing"]) == []
+
+
+def test_a_build_session_sweeps_stale_credentials_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tfwheels.credentials import session
+
+    stale = tmp_path / f"tfwheels-{_dead_pid()}-{'01' * 8}"
+    write_private(stale / "remote.bazelrc", "x\n")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    plan = SimpleNamespace(remote=_resolve(tmp_path / "p", {}, "4.2.3"), log_path=tmp_path / "no.log",
+                           bep_path=tmp_path / "no.bep")
+    monkeypatch.setattr("tfwheels.credentials._after_build", lambda *a: None)
+    with session(plan, build=True):  # type: ignore[arg-type]
+        assert not stale.exists()
+
+
+# Bazel 4.2.3 against BuildGrid with JWT authorization and a wrong token (captured; the bazel
+# test below captures it afresh): the whole build stops with exit 34.
+BAZEL4_REFUSED = (
+    "Starting local Bazel server and connecting to it...\n"
+    "INFO: Invocation ID: 466b9f22-c5c3-4a89-bc9f-93399ddf0a56\n"
+    "ERROR: Failed to query remote execution capabilities: UNAUTHENTICATED: No valid authorization or "
+    "authentication provided\n"
+)
+COMPILE_ERROR = (
+    "ERROR: /src/tensorflow/core/BUILD:12:11: Compiling tensorflow/core/x.cc failed: (Exit 1): gcc failed\n"
+    "tensorflow/core/x.cc:3:1: error: 'UNAUTHENTICATED' was not declared in this scope\n"
+    "INFO: Elapsed time: 3.1s, Critical Path: 2.0s\nFAILED: Build did NOT complete successfully\n"
+)
+
+
+def test_local_retry_is_warranted_only_for_a_refusing_remote_with_fallback_on(tmp_path: Path) -> None:
+    url = "grpc://127.0.0.1:1"
+    fallback = _resolve(tmp_path, {"cache": url, "local_fallback": True}, "4.2.3")
+    strict = _resolve(tmp_path, {"cache": url}, "4.2.3")
+    local = _resolve(tmp_path, {"local_fallback": True}, "4.2.3")
+    assert local_retry_warranted(fallback, 34, BAZEL4_REFUSED)
+    assert local_retry_warranted(fallback, 34, "")  # REMOTE_ERROR whatever the log says
+    denied = "WARNING: Remote Cache: PERMISSION_DENIED: caller may not write to the cache\n"
+    assert local_retry_warranted(fallback, 1, denied)
+    assert not local_retry_warranted(strict, 34, BAZEL4_REFUSED)  # fallback off: stop
+    assert not local_retry_warranted(local, 34, BAZEL4_REFUSED)  # no remote to drop
+    assert not local_retry_warranted(fallback, 0, BAZEL4_REFUSED)
+    assert not local_retry_warranted(fallback, 1, COMPILE_ERROR)
+    assert not local_retry_warranted(fallback, 8, "")  # interrupted
+
+
+def test_use_local_only_rewrites_the_rc_without_the_remote(tmp_path: Path) -> None:
+    plan = _resolve(tmp_path, {"cache": "grpc://127.0.0.1:1", "local_fallback": True,
+                               "headers": {"x-api-key": "env:K"}}, "4.2.3", env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert plan.rc_path is not None
+    write_private(plan.rc_path, plan.rc_text({"K": "k-123456789"}))
+    use_local_only(plan)
+    text = plan.rc_path.read_text()
+    assert "--remote" not in text and "k-123456789" not in text and "building locally" in text
+    remove_private(plan.rc_path)
+    log = tmp_path / "b.log"
+    log.write_bytes(b"old\n" + BAZEL4_REFUSED.encode())
+    assert list(log_lines_since(log, 4)) == BAZEL4_REFUSED.splitlines()
+    assert list(log_lines_since(tmp_path / "none")) == []
+    assert local_retry_warranted(plan, 1, log_lines_since(log))
 
 
 # --- redaction --------------------------------------------------------------------------------
@@ -456,6 +547,11 @@ def test_missing_credential_stops_before_bazel_with_exit_2(tmp_path: Path) -> No
         (["--remote-executor", "http://x.example"], "error: --remote-executor 'http://x.example': "),
         (["--disk-cache-max-gb", "-3"], "error: --disk-cache-max-gb '-3': "),
         (["--remote-config", "nope"], "error: no remote config 'nope'"),
+        (["--remote-instance=-x"], "error: --remote-instance '-x': '-x' starts with '-' where a value is expected"),
+        (["--disk-cache=--x"], "error: --disk-cache '--x': '--x' starts with '-' where a value is expected"),
+        (["--repository-cache=-zz"], "error: --repository-cache '-zz': '-zz' starts with '-' where a value"),
+        (["--remote-platform", "Pool=-big"], "error: --remote-platform '-big': '-big' starts with '-' where"),
+        (["--remote-platform", "Pool"], "error: --remote-platform 'Pool': give KEY=VALUE"),
     ],
 )
 def test_bad_remote_flags_are_usage_errors(tmp_path: Path, flags: list[str], expected: str) -> None:
@@ -463,6 +559,54 @@ def test_bad_remote_flags_are_usage_errors(tmp_path: Path, flags: list[str], exp
                     env=env_for(tmp_path))
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("remote", "field"),
+    [
+        ({"instance_name": "-x"}, "remote.instance_name"),
+        ({"executor": "grpc://x.example", "platform": {"OSFamily": "--x"}}, "remote.platform.OSFamily"),
+        ({"executor": "grpc://x.example", "platform": {"-x": "y"}}, "remote.platform"),
+        ({"credential_helper": "--helper"}, "remote.credential_helper"),
+        ({"disk_cache": {"path": "--output_base=/"}}, "remote.disk_cache.path"),
+        ({"repository_cache": "-r"}, "remote.repository_cache"),
+    ],
+)
+def test_leading_dash_in_remote_values_is_refused(tmp_path: Path, remote: dict[str, Any], field: str) -> None:
+    message = profile_error(tmp_path, remote)
+    assert f" {field}" in message and "starts with '-' where a value is expected; it would be read as a flag" in message
+
+
+def test_relative_cache_paths_in_a_profile_are_taken_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = standalone_profile(tmp_path / "project", {"disk_cache": {"path": "dc"}, "repository_cache": "../repos"})
+    profile = load_profile(str(path), "tensorflow", tmp_path / "project" / "configs", None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plan = resolve_remote(profile, RemoteOptions(), CONFIGS, "4.2.3", env={"HOME": str(tmp_path)})
+    assert plan.disk_cache == path.parent / "dc"
+    assert plan.repository_cache == path.parent / ".." / "repos"
+    # the command line's own relative paths are the current folder's, as for any command
+    flags = resolve_remote(profile, RemoteOptions(disk_cache="mine", repository_cache="r"), CONFIGS, "4.2.3",
+                           env={"HOME": str(tmp_path)})
+    assert flags.disk_cache == elsewhere / "mine" and flags.repository_cache == elsewhere / "r"
+
+
+def test_remote_platform_flags_merge_over_the_profile_and_show_in_dry_run_json(tmp_path: Path) -> None:
+    tree = copy_example("tf-mini", tmp_path / "tree")
+    profile = example_profile(tmp_path, "platform", {"executor": "grpcs://exec.example",
+                                                     "platform": {"OSFamily": "Linux", "Pool": "small"}})
+    result = invoke("build-tf", "--profile", str(profile), "--source", str(tree), "--dry-run", "--json",
+                    "--remote-platform", "Pool=big", "--remote-platform", "container-image=docker://x:1",
+                    env=env_for(tmp_path))
+    assert result.returncode == 0, result.stderr
+    remote = json.loads(result.stdout)["remote"]
+    assert remote["platform"] == {"OSFamily": "Linux", "Pool": "big", "container-image": "docker://x:1"}
+    assert "build --remote_default_exec_properties=Pool=big" in remote["rc"]
+    assert "build --remote_default_exec_properties=Pool=small" not in remote["rc"]
+    assert "--remote-platform" in invoke("build-tf", "--help").stdout
 
 
 def test_credential_helper_is_refused_on_bazel_4(tmp_path: Path) -> None:
@@ -630,7 +774,7 @@ def test_interrupted_build_still_removes_the_credentials_rc(tmp_path: Path) -> N
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             shutdown(tree)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, stderr[-2000:]  # SIGINT, as for every interrupted build
     assert not list(run_dir.iterdir()), "the credentials rc survived the interrupt"
     assert CANARY not in stdout + stderr
     assert files_containing(tmp_path, CANARY.encode()) == []
@@ -674,3 +818,100 @@ def test_buildgrid_grpc_cache_serves_a_fresh_output_base(tmp_path: Path, fixed_e
     assert second.summary["processes"]["remote cache hit"] == actions
     assert second.summary["cache"]["hit_ratio"] == 1.0
     assert files_containing(tmp_path, CANARY.encode()) == []
+
+
+def _hs256_jwt(secret: bytes) -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "tfwheels-test", "exp": int(time.time()) + 3600}).encode())
+    signature = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
+
+
+@pytest.mark.bazel
+@requires_bazel
+@pytest.mark.skipif(find_bgd() is None, reason=BUILDGRID_HINT)
+def test_grpc_cache_refusing_the_credential_warrants_a_local_retry_on_real_bazel(tmp_path: Path) -> None:
+    """BuildGrid with JWT authorization: the TCP preflight passes, Bazel itself is refused."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "WORKSPACE").write_text("")
+    (ws / "BUILD").write_text('genrule(name = "g", outs = ["g.txt"], cmd = "echo hi > $@")\n')
+    bazel = shutil.which("bazel-4") or shutil.which("bazel") or "bazel"
+    with _jwt_buildgrid(tmp_path / "buildgrid") as (url, secret):
+
+        def bazel_build(token: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [bazel, f"--output_base={tmp_path / 'ob'}", "build", "//:g", f"--remote_cache={url}",
+                 f"--remote_header=authorization=Bearer {token}"],
+                cwd=ws, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            )
+
+        try:
+            wrong = bazel_build("not.a.token")
+            good = bazel_build(_hs256_jwt(secret))
+        finally:
+            subprocess.run([bazel, f"--output_base={tmp_path / 'ob'}", "shutdown"], cwd=ws,
+                           capture_output=True, timeout=120, check=False)
+    fallback = _resolve(tmp_path, {"cache": url, "local_fallback": True}, "4.2.3")
+    assert wrong.returncode == 34, wrong.stderr[-2000:]
+    assert "UNAUTHENTICATED" in wrong.stderr
+    assert local_retry_warranted(fallback, wrong.returncode, wrong.stderr)
+    assert not local_retry_warranted(_resolve(tmp_path, {"cache": url}, "4.2.3"), wrong.returncode, wrong.stderr)
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert not local_retry_warranted(fallback, good.returncode, good.stderr)
+
+
+@contextmanager
+def _jwt_buildgrid(folder: Path) -> Iterator[tuple[str, bytes]]:
+    """BuildGrid on 127.0.0.1 that takes only JWTs signed with a secret: (url, secret)."""
+    from servers import buildgrid_config, stop, wait_for_port
+
+    bgd = find_bgd()
+    assert bgd is not None
+    (folder / "cas").mkdir(parents=True)
+    secret = secrets.token_hex(32).encode()
+    (folder / "auth.secret").write_bytes(secret)
+    port = free_port()
+    conf = buildgrid_config(folder, port).replace(
+        "authorization:\n  method: none\n",
+        f"authorization:\n  method: jwt\n  secret: {folder / 'auth.secret'}\n  algorithm: hs256\n",
+    )
+    assert "method: jwt" in conf
+    (folder / "bgd.yml").write_text(conf)
+    log = folder / "bgd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([bgd, "server", "start", str(folder / "bgd.yml")], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port, proc, log)
+        yield f"grpc://127.0.0.1:{port}", secret
+    finally:
+        stop(proc)
+
+
+@pytest.mark.bazel
+@requires_bazel
+@pytest.mark.skipif(find_bgd() is None, reason=BUILDGRID_HINT)
+def test_build_against_a_grpc_cache_that_refuses_the_key_falls_back_or_stops(
+    tmp_path: Path, fixed_example: FixedProject
+) -> None:
+    env = env_for(tmp_path, fixed_example.root, **{KEY_VAR: "Bearer not.a.token"})
+    with _jwt_buildgrid(tmp_path / "buildgrid") as (url, _secret):
+        remote = {"cache": url, "disk_cache": {"enabled": False},
+                  "headers": {"authorization": f"env:{KEY_VAR}"}}
+        stopped = build(tmp_path, "refused", remote, env)
+        local = build(tmp_path, "fallback", {**remote, "local_fallback": True}, env)
+    assert stopped.result.returncode == 34, stopped.result.stderr[-3000:]
+    assert "UNAUTHENTICATED" in stopped.result.stderr
+    assert f"the remote {url} refused the build (Bazel exit 34); building again locally" in local.result.stderr
+    summary = local.summary
+    assert summary["wheels"] and summary["processes"].get("remote cache hit", 0) == 0
+    assert non_internal(summary["processes"]) > 0
+    assert not list((tmp_path / "run").iterdir())  # the credentials rc is gone after both

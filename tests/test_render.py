@@ -78,3 +78,65 @@ def test_rc_quote_and_expand() -> None:
     assert rc_quote("--copt=-O2") == "--copt=-O2"
     assert rc_quote("a b") == "'a b'"
     assert expand("%workspace%/x %unknown%", {"workspace": "/w"}) == "/w/x %unknown%"
+
+
+def _configure_lines(name: str, tmp_path: Path, **answers: object) -> list[str]:
+    profile = load_profile(name, "tensorflow", ROOT / "configs", ROOT)
+    if answers:
+        profile = profile.model_copy(update={"configure": profile.configure.model_copy(update=answers)})
+    text = render(profile, host(tmp_path), TEMPLATES)[".tf_configure.bazelrc"]
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_linux_clang_17_gets_configure_pys_offsetof_line_after_the_clang_lines(tmp_path: Path) -> None:
+    body = _configure_lines("2.18-linux_x86_64", tmp_path)
+    clang = "/usr/lib/llvm-17/bin/clang"
+    start = body.index(f'build --action_env CLANG_COMPILER_PATH="{clang}"')
+    # configure.py: set_clang_compiler_path() (action_env, CC, BAZEL_COMPILER), then
+    # disable_clang_offsetof_extension(), then the CC_OPT_FLAGS lines.
+    assert body[start - 1] == "build --define=with_xla_support=true"
+    assert body[start:start + 5] == [
+        f'build --action_env CLANG_COMPILER_PATH="{clang}"',
+        f"build --repo_env=CC={clang}",
+        f"build --repo_env=BAZEL_COMPILER={clang}",
+        "build --copt=-Wno-gnu-offsetof-extensions",
+        "build:opt --copt=-Wno-sign-compare",
+    ]
+    assert body.count("build --copt=-Wno-gnu-offsetof-extensions") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "clang", "expected"),
+    [
+        ("2.18-linux_aarch64", "/usr/lib/llvm-16/bin/clang", True),
+        ("2.19-linux_x86_64", "/usr/bin/clang-17", True),
+        ("2.18-linux_x86_64", "/usr/lib/llvm-18/bin/clang", False),  # 18 needs no workaround
+        ("2.18-linux_x86_64", "/usr/bin/clang", False),  # no version in the path: none known
+        ("2.14-linux_x86_64", "/usr/lib/llvm-17/bin/clang", False),  # before 2.15: no such line
+        ("2.14-linux_x86_64", "/usr/lib/llvm-16/bin/clang", False),
+        ("2.18-darwin_arm64", "/usr/lib/llvm-17/bin/clang", False),  # macOS: configure asks no clang
+    ],
+)
+def test_offsetof_line_only_where_configure_py_writes_it(
+    tmp_path: Path, name: str, clang: str, expected: bool
+) -> None:
+    body = _configure_lines(name, tmp_path, TF_NEED_CLANG=True, CLANG_COMPILER_PATH=clang)
+    assert ("build --copt=-Wno-gnu-offsetof-extensions" in body) is expected
+    assert "build --copt=-Wno-gnu-offsetof-extensions" not in _configure_lines(
+        name, tmp_path, TF_NEED_CLANG=False, CLANG_COMPILER_PATH=clang
+    )
+
+
+def test_user_rc_comment_fits_each_project(tmp_path: Path) -> None:
+    tf = load_profile("2.18-darwin_arm64", "tensorflow", ROOT / "configs", ROOT)
+    tf_text = render(tf, host(tmp_path), TEMPLATES)[".bazelrc.user"]
+    assert tf_text.splitlines()[2].startswith("# The profile's Bazel options. TensorFlow's .bazelrc try-imports this file last")
+    for name in ("0.87-darwin_arm64", "example"):
+        tff = load_profile(name, "tensorflow_federated", ROOT / "configs", ROOT)
+        first = render(tff, host(tmp_path), TEMPLATES)[".bazelrc.user"]
+        assert first == render(tff, host(tmp_path), TEMPLATES)[".bazelrc.user"]  # byte-identical
+        comment = [line for line in first.splitlines()[2:] if line.startswith("#")]
+        assert "try-imports this file" not in first
+        assert comment[0] == "# The profile's Bazel options. TensorFlow Federated's .bazelrc does not try-import this file,"
+        assert "--bazelrc=.bazelrc.user" in comment[1]
+        assert not any(line.startswith("#") for line in first.splitlines()[len(comment) + 2:])

@@ -7,6 +7,7 @@ against the wheel in dist/, and against the environment it must not carry.
 
 from __future__ import annotations
 
+import doctest
 import hashlib
 import json
 import subprocess
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 from conftest import FixedProject, copy_example, invoke, requires_bazel
 
-from tfwheels.bazel import parse_processes
+from tfwheels import bazel as bazel_module
+from tfwheels import report as report_module
+from tfwheels.bazel import executed_actions, parse_processes
 from tfwheels.report import (
     BAZEL_KEYS,
     KEYS,
@@ -34,29 +37,99 @@ from tfwheels.report import (
 CLEAN = "INFO: 9 processes: 5 internal, 4 local."
 CACHED = "INFO: 7 processes: 5 remote cache hit, 2 internal."
 NOOP = "INFO: 1 process: 1 internal."
+# Summary lines of Bazel 5 builds quoted in bazelbuild/bazel#16043 and magma/magma#13362: Bazel 5
+# and later name disk cache hits apart.
+DISK_MACOS = "INFO: 1436 processes: 977 disk cache hit, 456 internal, 1 darwin-sandbox, 2 worker."
+DISK_LINUX = "INFO: 4841 processes: 684 disk cache hit, 160 internal, 3997 linux-sandbox."
 
 
 @pytest.mark.parametrize(
-    ("line", "executed", "remote", "ratio"),
-    [(CLEAN, 4, 0, 0.0), (CACHED, 5, 5, 1.0), (NOOP, 0, 0, None)],
+    ("line", "executed", "cacheable", "remote", "ratio"),
+    [(CLEAN, 4, 4, 0, 0.0), (CACHED, 0, 5, 5, 1.0), (NOOP, 0, 0, 0, None)],
 )
 def test_cache_figures_come_from_bazels_summary_line(
-    line: str, executed: int, remote: int, ratio: float | None
+    line: str, executed: int, cacheable: int, remote: int, ratio: float | None
 ) -> None:
     processes = parse_processes(line)
     assert processes is not None
     figures = cache_figures(processes)
+    assert tuple(figures) == BAZEL_KEYS[BAZEL_KEYS.index("processes"):]
     assert figures["processes"] == processes
-    assert (figures["actions_executed"], figures["remote_cache_hits"], figures["hit_ratio"]) == (
-        executed, remote, ratio,
-    )
+    assert (figures["actions_executed"], figures["cacheable_actions"], figures["remote_cache_hits"],
+            figures["hit_ratio"]) == (executed, cacheable, remote, ratio)
     assert figures["cached_locally"] == 0  # 4.2.3 names no local cache kind
+
+
+def test_a_fully_cached_build_executed_nothing() -> None:
+    """Every action came from the cache: none ran, and the hit ratio is 1 (it said "5 executed,
+    5 remote cache hits" before)."""
+    processes = parse_processes(CACHED)
+    assert processes is not None
+    assert executed_actions(processes) == 0
+    figures = cache_figures(processes)
+    assert (figures["actions_executed"], figures["remote_cache_hits"], figures["hit_ratio"]) == (0, 5, 1.0)
+    rows = dict(summary_rows(_report({"version": "4.2.3", "exit_code": 0, **figures})))
+    assert rows["actions executed"] == "0 (7 processes: 5 remote cache hit, 2 internal)"
+    assert rows["cached locally"] == "0"
+    assert rows["remote/disk cache hits"] == "5"  # Bazel 4 counts disk cache hits as remote ones
+    assert rows["cache hit ratio"] == "100% (5 of 5 cacheable actions)"
+
+
+@pytest.mark.parametrize(
+    ("line", "executed", "local", "cacheable", "ratio"),
+    [(DISK_MACOS, 3, 977, 980, 0.9969), (DISK_LINUX, 3997, 684, 4681, 0.1461)],
+)
+def test_newer_bazels_disk_cache_hits_are_cached_locally_not_executed(
+    line: str, executed: int, local: int, cacheable: int, ratio: float
+) -> None:
+    processes = parse_processes(line)
+    assert processes is not None
+    figures = cache_figures(processes)
+    assert (figures["actions_executed"], figures["cached_locally"], figures["remote_cache_hits"],
+            figures["cacheable_actions"], figures["hit_ratio"]) == (executed, local, 0, cacheable, ratio)
+    rows = dict(summary_rows(_report({"version": "5.1.0", "exit_code": 0, **figures})))
+    assert rows["remote cache hits"] == "0" and rows["cached locally"] == str(local)
 
 
 def test_newer_bazels_local_cache_kinds_count_as_cached_locally() -> None:
     figures = cache_figures({"total": 10, "disk cache hit": 3, "remote cache hit": 2, "internal": 1,
                              "darwin-sandbox": 4})
     assert (figures["cached_locally"], figures["remote_cache_hits"], figures["hit_ratio"]) == (3, 2, 0.5556)
+    assert (figures["actions_executed"], figures["cacheable_actions"]) == (4, 9)
+
+
+def test_new_bazel_keys_come_last() -> None:
+    """Readers of reports written before ``cacheable_actions`` find every older key in place."""
+    assert BAZEL_KEYS[:8] == (
+        "version", "exit_code", "exit_name", "processes", "actions_executed", "cached_locally",
+        "remote_cache_hits", "hit_ratio",
+    )
+    assert BAZEL_KEYS[8:] == ("cacheable_actions",)
+
+
+def test_reports_without_cacheable_actions_still_render() -> None:
+    old = {"version": "4.2.3", "exit_code": 0, "processes": {"total": 7, "remote cache hit": 5, "internal": 2},
+           "actions_executed": 5, "cached_locally": 0, "remote_cache_hits": 5, "hit_ratio": 1.0}
+    rows = dict(summary_rows(_report(old)))
+    assert rows["cache hit ratio"] == "100% (5 of 5 cacheable actions)"
+    noop = dict(summary_rows(_report({**cache_figures({"total": 1, "internal": 1}), "version": "4.2.3",
+                                      "exit_code": 0})))
+    assert noop["actions executed"] == "0 (1 processes: 1 internal)"
+    assert noop["cache hit ratio"] == "n/a (no cacheable action)"
+
+
+def test_doctests() -> None:
+    for module in (report_module, bazel_module):
+        results = doctest.testmod(module)
+        assert results.failed == 0 and results.attempted > 0, module.__name__
+
+
+def _report(bazel: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ok": True, "profile": "p", "project": "tensorflow", "version": "1", "platform": "linux_x86_64",
+        "stages": [], "seconds": 1.0, "bazel": bazel, "wheels": [], "warnings": [], "error": None,
+        "diagnosis": [], "log": "x.log",
+    }
 
 
 def test_report_names_sort_by_time() -> None:
@@ -141,10 +214,15 @@ def summary_of(log: Path) -> dict[str, int]:
 def agrees_with_bazel(report: dict[str, Any], log: Path) -> None:
     processes = summary_of(log)
     bazel = report["bazel"]
+    assert tuple(bazel) == BAZEL_KEYS
     assert bazel["processes"] == processes
-    assert bazel["actions_executed"] == processes["total"] - processes.get("internal", 0)
+    cacheable = processes["total"] - processes.get("internal", 0)
+    hits = sum(processes.get(k, 0) for k in ("remote cache hit", "disk cache hit", "action cache hit"))
+    assert bazel["cacheable_actions"] == cacheable
+    assert bazel["actions_executed"] == cacheable - hits
     assert bazel["remote_cache_hits"] == processes.get("remote cache hit", 0)
     assert bazel["cached_locally"] == processes.get("disk cache hit", 0) + processes.get("action cache hit", 0)
+    assert bazel["hit_ratio"] == (round(hits / cacheable, 4) if cacheable else None)
 
 
 @pytest.mark.bazel

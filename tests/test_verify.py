@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import stat
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -289,10 +290,21 @@ def test_binary_needs_newer_macos_than_the_tag(tmp_path: Path) -> None:
     assert report.binaries[0]["min_os"] == {"arm64": "14.0"}
 
 
-def test_arm64_slice_of_universal2_may_need_macos_11(tmp_path: Path) -> None:
-    members = retag(read_members(ARM64), "macosx_11_0_arm64", "macosx_10_9_arm64")
-    wheel = write_wheel(tmp_path / "markupsafe-3.0.4-cp311-cp311-macosx_10_9_arm64.whl", members)
-    assert verify_wheel(wheel).ok  # no arm64 Mac runs macOS older than 11
+def test_arm64_slice_of_universal2_may_need_macos_11() -> None:
+    # The real universal2 fixture: a macosx_10_9 tag, an arm64 slice that needs macOS 11.0.
+    report = verify_wheel(WHEELS / UNIVERSAL2)
+    assert report.ok, report.problems  # no arm64 Mac runs macOS older than 11
+
+
+@pytest.mark.parametrize("tag", ["macosx_10_9_arm64", "macosx_12_3_arm64"])
+def test_tag_pip_never_installs_does_not_fit_its_implied_target(tmp_path: Path, tag: str) -> None:
+    # pip on an arm64 Mac accepts macosx_11_0_arm64, macosx_12_0_arm64, ... but never a minor
+    # version after 11, nor an arm64 tag before 11 (packaging.tags.mac_platforms).
+    members = retag(read_members(ARM64), "macosx_11_0_arm64", tag)
+    report = verify_wheel(write_wheel(tmp_path / f"markupsafe-3.0.4-cp311-cp311-{tag}.whl", members))
+    assert report.target == "darwin_arm64"
+    assert [(p.kind, p.file) for p in report.problems] == [("tag-mismatch", None)]
+    assert f"platform tag '{tag}' does not fit target 'darwin_arm64'" in report.problems[0].detail
 
 
 @pytest.mark.parametrize(
@@ -390,6 +402,42 @@ def test_elf_needs_a_library_off_the_manylinux_list(tmp_path: Path) -> None:
             "needs libcrypto.so.3, which is neither in the wheel (or the wheels verified with it) nor on the manylinux allow-list",
         )
     ]
+
+
+def needed_to_runpath(data: bytes, library: str, runpath: str) -> bytes:
+    """Turn the DT_NEEDED entry naming ``library`` into a DT_RUNPATH of ``runpath`` (no longer
+    than ``library``), as a build that passes -Wl,-rpath,<build dir> leaves it."""
+    elf = ELFFile(io.BytesIO(data))
+    dynstr, dynamic = elf.get_section_by_name(".dynstr"), elf.get_section_by_name(".dynamic")
+    assert dynstr is not None and dynamic is not None and elf.elfclass == 64 and elf.little_endian
+    name_at = data.index(library.encode() + b"\0", dynstr["sh_offset"]) - dynstr["sh_offset"]
+    changed = bytearray(patch_elf_string(data, library, runpath))
+    for entry in range(dynamic["sh_size"] // 16):
+        at = dynamic["sh_offset"] + 16 * entry
+        if struct.unpack_from("<qQ", changed, at) == (1, name_at):  # DT_NEEDED
+            struct.pack_into("<q", changed, at, 29)  # DT_RUNPATH
+            return bytes(changed)
+    raise AssertionError(f"no DT_NEEDED {library}")
+
+
+@pytest.mark.parametrize(
+    ("runpath", "detail"),
+    [
+        ("/tmp/b/lib", "rpath /tmp/b/lib points outside the wheel"),
+        ("/home/ci/lib", "rpath /home/ci/lib points outside the wheel"),
+        ("bazel-out/k8", "rpath bazel-out/k8 is relative to the current directory, not to the library ($ORIGIN)"),
+        ("$ORIGIN/../x", None),
+        ("/usr/lib64", None),
+    ],
+)
+def test_elf_runpath_into_the_build_machine(
+    tmp_path: Path, runpath: str, detail: str | None
+) -> None:
+    members = read_members(LINUX_X86_64)
+    members[LINUX_SO] = needed_to_runpath(members[LINUX_SO], "libpthread.so.0", runpath)
+    report = verify_wheel(write_wheel(tmp_path / LINUX_X86_64, members))
+    assert report.binaries[0]["rpaths"] == [runpath]
+    assert kinds(report.problems) == ([("external-library", LINUX_SO, detail)] if detail else [])
 
 
 def test_elf_libz_is_on_the_manylinux_list(tmp_path: Path) -> None:
@@ -637,16 +685,22 @@ def test_symlink_entry(tmp_path: Path) -> None:
     assert kinds(report.problems) == [("unsafe-path", "markupsafe/link.py", "symbolic link entry")]
 
 
-def test_truncated_wheel_is_a_usage_error(tmp_path: Path) -> None:
+def test_truncated_wheel_is_a_zip_integrity_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It starts like a zip (PK\x03\x04) but its central directory was cut off: a damaged wheel,
+    # reported like other damage (exit 1, JSON), not a usage error.
     wheel = tmp_path / ARM64
     data = (WHEELS / ARM64).read_bytes()
     wheel.write_bytes(data[: len(data) // 2])
-    with pytest.raises(
-        UsageError,
-        match=r"^markupsafe-3.0.4-cp311-cp311-macosx_11_0_arm64.whl: "
-        r"not a zip archive \(File is not a zip file\); the file may be truncated$",
-    ):
-        verify_wheel(wheel)
+    report = verify_wheel(wheel)
+    assert report.target == "darwin_arm64"
+    [problem] = report.problems
+    assert (problem.kind, problem.file) == ("zip-integrity", None)
+    assert problem.detail.startswith("the archive is truncated or damaged")
+    assert verify_command([str(wheel)], None, True) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in document["wheels"][0]["problems"]] == ["zip-integrity"]
 
 
 def test_not_a_zip_is_a_usage_error(tmp_path: Path) -> None:
@@ -800,3 +854,27 @@ def test_verify_command_empty_directory(tmp_path: Path) -> None:
 def test_verify_command_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         verify_command([str(tmp_path / ARM64)], None, as_json=True)
+
+
+def test_resolve_a_set_that_mixes_platforms_once_per_target(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The linux wheel beside the mac one is resolved for linux, not "unresolvable on darwin_arm64".
+    import os
+
+    from tfwheels.resolve import ResolveOptions
+
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    paths = [str(WHEELS / ARM64), str(WHEELS / LINUX_X86_64)]
+    assert verify_command(paths, None, True, resolve=ResolveOptions(no_index=True)) == 0
+    document = json.loads(capsys.readouterr().out)
+    resolution = document["resolution"]
+    assert resolution["ok"] is True
+    assert [(r["target"], [i["source"] for i in r["installs"]]) for r in resolution["targets"]] == [
+        ("darwin_arm64", ["under-test"]),
+        ("linux_x86_64", ["under-test"]),
+    ]
+    assert all(w["ok"] for w in document["wheels"])

@@ -2,6 +2,9 @@
 
 A crash, an exception or Ctrl-C at any point leaves either the old file or the new one, never a
 mixture; the temporary file is removed when the block fails.
+
+The result has the mode a plain ``open(path, "w")`` would give it (0644 under the usual umask 022),
+not mkstemp's private 0600, unless the caller asks for another (a copy keeps its source's).
 """
 
 from __future__ import annotations
@@ -15,18 +18,35 @@ from pathlib import Path
 from typing import IO
 
 
+DEFAULT_MODE = 0o644
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to ask is not atomic)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(dest: Path, mode: int | None = None) -> Iterator[IO[bytes]]:
-    """A binary file that becomes ``dest`` (with ``mode``, if given) when the block succeeds."""
+    """A binary file that becomes ``dest`` when the block succeeds, with ``mode`` if given, else
+    0644 masked by the umask (what ``open`` would create)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    final_mode = DEFAULT_MODE & ~current_umask() if mode is None else mode
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, final_mode)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,15 +13,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfwheels.errors import ToolMissingError
+from tfwheels.probecache import cached
 from tfwheels.profiles import Profile
 from tfwheels.run import Result, run, which
 
+# Debian's bazel-bootstrap: Bazel 4.2.3, whose binary reports ``no_version``.
+DEBIAN_BAZEL = "4.2.3"
 INSTALL_HINT = (
-    "install bazelisk (macOS: brew install bazelisk; Debian: npm install -g @bazel/bazelisk, "
-    "or apt install bazel-bootstrap for Bazel 4.2.3)"
+    "install bazelisk (macOS: brew install bazelisk; Debian: npm install -g @bazel/bazelisk), "
+    "which runs exactly the Bazel the profile and .bazelversion pin"
 )
+_DEBIAN_HINT = (
+    "install bazelisk (macOS: brew install bazelisk; Debian: npm install -g @bazel/bazelisk, "
+    f"or apt install bazel-bootstrap for Bazel {DEBIAN_BAZEL})"
+)
+
+
+def install_hint(profile: Profile | None = None) -> str:
+    """How to get the right Bazel: bazelisk; Debian's bazel-bootstrap only where 4.2.3 is pinned."""
+    if profile is not None and profile.bazel.version == DEBIAN_BAZEL:
+        return _DEBIAN_HINT
+    return INSTALL_HINT
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PROCESSES = re.compile(r"^INFO: (\d[\d,]*) process(?:es)?(?:: (.*?))?\.?$")
+
+
+# ``BazelTool.reported`` of the Bazel a dry run assumes where this host has no usable one.
+NOT_FOUND = "not found"
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,8 @@ class BazelTool:
     def describe(self) -> str:
         """One line for users: path and version, saying honestly where the version came from."""
         if self.kind == "bazelisk":
+            if self.reported == NOT_FOUND:
+                return f"bazelisk, not found on this host (the plan assumes it, running Bazel {self.version})"
             return f"bazelisk at {self.path} (runs Bazel {self.version})"
         if self.unversioned:
             got = self.version or "unknown"
@@ -47,6 +68,12 @@ class BazelTool:
 def _debian_version() -> str | None:
     if which("dpkg-query") is None:
         return None
+    status = Path("/var/lib/dpkg/status")  # dpkg rewrites it on every install and removal
+    version: str | None = cached("debian-bazel-version", [status], _ask_dpkg)
+    return version
+
+
+def _ask_dpkg() -> str | None:
     for package in ("bazel-bootstrap", "bazel"):
         result = run(
             ["dpkg-query", "-W", "-f=${Version}", package], check=False, echo=False
@@ -55,6 +82,11 @@ def _debian_version() -> str | None:
         if result.ok and match:
             return match.group(1)
     return None
+
+
+def _ask_version(bazel: Path) -> str:
+    result = run([str(bazel), "--version"], check=False, echo=False)
+    return (result.stdout or result.stderr).strip() or f"exit {result.exit_code}"
 
 
 def parse_version_output(text: str) -> str | None:
@@ -83,19 +115,26 @@ def find_bazel(profile: Profile, search_path: str | None = None) -> BazelTool:
         return BazelTool(bazelisk, "bazelisk", profile.bazel.version, "bazelisk")
     bazel = which("bazel", search_path)
     if bazel is None:
-        msg = f"neither bazelisk nor bazel is on PATH; {INSTALL_HINT}"
+        msg = f"neither bazelisk nor bazel is on PATH; {install_hint(profile)}"
         raise ToolMissingError(msg)
-    result = run([str(bazel), "--version"], check=False, echo=False)
-    reported = (result.stdout or result.stderr).strip() or f"exit {result.exit_code}"
+    # Wrappers (Debian's, bazelisk-like ones) choose a binary from their folder and from the
+    # .bazelversion where they run: both are part of the answer.
+    pinned = Path.cwd() / ".bazelversion"
+    depends = [bazel, bazel.resolve().parent, *([pinned] if pinned.is_file() else [])]
+    reported = cached(f"bazel-version:{bazel}:{Path.cwd()}", depends, lambda: _ask_version(bazel))
     version = parse_version_output(reported)
     if version is not None:
         return BazelTool(bazel, "bazel", version, reported)
     if not profile.bazel.allow_unversioned:
-        msg = (
-            f"{bazel} reports {reported!r}, not a version, so it cannot be checked against "
-            f"{profile.bazel.version} ({profile.file}); {INSTALL_HINT}, or set "
-            "bazel.allow_unversioned: true in the profile"
-        )
+        wanted = profile.bazel.version
+        msg = f"{bazel} reports {reported!r}, not a version, so it cannot be checked against {wanted} ({profile.file}); "
+        if wanted == DEBIAN_BAZEL:
+            msg += (
+                f"if it is Debian's bazel-bootstrap ({DEBIAN_BAZEL}), set bazel.allow_unversioned: "
+                f"true in the profile; else {INSTALL_HINT}"
+            )
+        else:
+            msg += INSTALL_HINT
         raise ToolMissingError(msg)
     debian = _debian_version()
     return BazelTool(_real_binary(bazel, debian), "bazel", debian, reported, unversioned=True)
@@ -125,7 +164,7 @@ def check_version(tool: BazelTool, profile: Profile, tree: Path | None) -> list[
         warnings.append(f"{tool.describe()}: version unknown, assuming {wanted}")
         return warnings
     if tool.version != wanted:
-        msg = f"found {tool.describe()}, but {profile.file} needs Bazel {wanted}; {INSTALL_HINT}"
+        msg = f"found {tool.describe()}, but {profile.file} needs Bazel {wanted}; {install_hint(profile)}"
         raise ToolMissingError(msg)
     return warnings
 
@@ -175,8 +214,19 @@ def parse_processes(line: str) -> dict[str, int] | None:
 
 
 def executed_actions(counts: Mapping[str, int]) -> int:
-    """Processes that really ran (everything but Bazel's internal bookkeeping)."""
-    return counts.get("total", 0) - counts.get("internal", 0)
+    """Processes that really ran: the total less Bazel's internal bookkeeping and every kind of
+    cache hit (``remote cache hit``, which Bazel 4.x also uses for disk-cache hits, ``disk cache
+    hit`` and ``action cache hit``), which Bazel counts as processes but did not run.
+
+    >>> executed_actions({"total": 9, "internal": 5, "local": 4})
+    4
+    >>> executed_actions({"total": 7, "remote cache hit": 5, "internal": 2})
+    0
+    >>> executed_actions({"total": 1, "internal": 1})
+    0
+    """
+    hits = sum(counts.get(kind, 0) for kind in ("remote cache hit", "disk cache hit", "action cache hit"))
+    return max(0, counts.get("total", 0) - counts.get("internal", 0) - hits)
 
 
 def run_bazel(

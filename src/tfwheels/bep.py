@@ -3,6 +3,13 @@
 One JSON object a line; int64 values are strings, defaults are omitted, and a file being written
 may end in half a line. Outputs come from ``namedSet`` events referenced by ``targetCompleted``,
 as Bazel's docs describe, never from globbing ``bazel-bin``.
+
+A directory output (a tree artifact, ``ctx.actions.declare_directory``: TF >= 2.17's
+``wheel_house``) is reported by Bazel 4.2.3 twice over: its files, expanded, in the target's
+``namedSet`` (each ``name`` under the directory, e.g. ``.../wheel_house/tensorflow-….whl``, with
+a ``file://`` uri), and the directory itself in ``completed.directoryOutput[]`` as a name and a
+``pathPrefix`` only, with no uri. Both are kept: ``files`` and ``directories`` (whose path is
+``workspaceInfo.localExecRoot`` / pathPrefix / name, when the BEP names the exec root).
 """
 
 from __future__ import annotations
@@ -38,6 +45,15 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         return list(iter_events(handle))
 
 
+@dataclass(frozen=True)
+class OutputFile:
+    """One output file as the BEP names it: ``name`` relative to the output root (``bin``)."""
+
+    name: str
+    path: Path | None
+    path_prefix: tuple[str, ...] = ()
+
+
 @dataclass
 class BuildSummary:
     """What a finished (or cut-off) build reported about itself."""
@@ -47,6 +63,9 @@ class BuildSummary:
     exit_name: str = ""
     exit_code: int = 0
     outputs: dict[str, list[Path]] = field(default_factory=dict)
+    files: dict[str, list[OutputFile]] = field(default_factory=dict)
+    directories: dict[str, list[OutputFile]] = field(default_factory=dict)
+    exec_root: Path | None = None
     failed_targets: list[str] = field(default_factory=list)
     failed_action_stderr: list[Path] = field(default_factory=list)
     actions_created: int = 0
@@ -61,8 +80,8 @@ def _file_path(entry: dict[str, Any]) -> Path | None:
     return None
 
 
-def _expand_sets(roots: Iterable[str], named: dict[str, dict[str, Any]]) -> list[Path]:
-    found: list[Path] = []
+def _expand_sets(roots: Iterable[str], named: dict[str, dict[str, Any]]) -> list[OutputFile]:
+    found: list[OutputFile] = []
     seen: set[str] = set()
     queue = deque(roots)
     while queue:
@@ -72,9 +91,8 @@ def _expand_sets(roots: Iterable[str], named: dict[str, dict[str, Any]]) -> list
         seen.add(set_id)
         files = named[set_id]
         for entry in files.get("files", []):
-            path = _file_path(entry)
-            if path is not None:
-                found.append(path)
+            prefix = tuple(str(p) for p in entry.get("pathPrefix", []))
+            found.append(OutputFile(str(entry.get("name", "")), _file_path(entry), prefix))
         queue.extend(s["id"] for s in files.get("fileSets", []))
     return found
 
@@ -104,7 +122,17 @@ def summarize(events: Iterable[dict[str, Any]]) -> BuildSummary:
                 if group.get("name") == "default"
                 for s in group.get("fileSets", [])
             ]
-            summary.outputs[label] = _expand_sets(roots, named)
+            files = _expand_sets(roots, named)
+            summary.files[label] = files
+            summary.outputs[label] = [f.path for f in files if f.path is not None]
+            summary.directories[label] = [
+                OutputFile(str(d["name"]), None, tuple(str(p) for p in d.get("pathPrefix", [])))
+                for d in completed.get("directoryOutput", [])
+                if d.get("name")
+            ]
+        elif "workspace" in ids:
+            root = event.get("workspaceInfo", {}).get("localExecRoot")
+            summary.exec_root = Path(root) if root else None
         elif "actionCompleted" in ids:
             action = event.get("action", {})
             if not action.get("success"):
@@ -122,6 +150,13 @@ def summarize(events: Iterable[dict[str, Any]]) -> BuildSummary:
             actions = event.get("buildMetrics", {}).get("actionSummary", {})
             summary.actions_created = int(actions.get("actionsCreated", 0))
             summary.actions_executed = int(actions.get("actionsExecuted", 0))
+    if summary.exec_root is not None:
+        root = summary.exec_root
+        summary.directories = {
+            label: [OutputFile(d.name, root.joinpath(*d.path_prefix, d.name), d.path_prefix)
+                    for d in dirs]
+            for label, dirs in summary.directories.items()
+        }
     return summary
 
 

@@ -121,6 +121,11 @@ _ELF_ARCHS = {
     "EM_RISCV": "riscv64",
     "EM_LOONGARCH": "loongarch64",
 }
+# Mach-O file types the kernel maps as code (mach-o/loader.h): an executable, a dylib, a bundle
+# (Python extension modules are MH_BUNDLE). Object files, dSYM companions, kext bundles and the
+# like are never mapped by dyld, so an unsigned one is no problem.
+MH_EXECUTE, MH_DYLIB, MH_BUNDLE = 0x2, 0x6, 0x8
+MAPPED_FILETYPES = frozenset({MH_EXECUTE, MH_DYLIB, MH_BUNDLE})
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
 # What a malformed ELF can make pyelftools raise besides its own ELFError: it asserts on some
@@ -155,7 +160,8 @@ class Slice:
 
     ``offset`` is where a Mach-O slice starts in its file; ``signature_at`` is LC_CODE_SIGNATURE's
     (dataoff, datasize), relative to the slice; ``signature`` the verdict on it, for arm64 slices
-    when signatures were checked.
+    when signatures were checked. ``filetype`` is the mach header's (MH_EXECUTE, MH_DYLIB, ...;
+    None for ELF): only the kinds the kernel maps as code must carry a signature.
     """
 
     arch: str
@@ -166,6 +172,7 @@ class Slice:
     offset: int = 0
     signature_at: tuple[int, int] | None = None
     signature: SignatureCheck | None = None
+    filetype: int | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +408,8 @@ class _SignatureChecks:
             return piece
         if piece.signature_at is None:
             self.drop(hasher)
+            if piece.filetype is not None and piece.filetype not in MAPPED_FILETYPES:
+                return piece  # an object file or dSYM: never mapped, needs no signature
             return dataclasses.replace(piece, signature=SignatureCheck("unsigned"))
         dataoff, datasize = piece.signature_at
         if piece.offset + dataoff < self._reader.position:
@@ -582,7 +591,7 @@ def _read_slice_headers(
         raise _Malformed(msg)
     blob = reader.read_exact(commands_size, f"'{arch}' load commands")
     piece = _walk_load_commands(arch, blob, int(header.ncmds), endian, size)
-    return dataclasses.replace(piece, offset=offset)
+    return dataclasses.replace(piece, offset=offset, filetype=int(header.filetype))
 
 
 def _walk_load_commands(arch: str, blob: bytes, count: int, endian: str, size: int | None) -> Slice:

@@ -159,6 +159,25 @@ def build(
         )
 
 
+def _preflight(profile: Profile, layout: Layout) -> None:
+    """Refuse what needs no source tree to refuse, before one is cloned or copied (a TF clone
+    is gigabytes): a profile for another platform, no usable Bazel, a patch that does not
+    match its pin. make_plan checks all of these again, with the tree."""
+    from tfwheels.bazel import find_bazel
+    from tfwheels.profiles import host_platform
+
+    host = host_platform()
+    if profile.platform != host:
+        msg = (
+            f"{profile.file} platform: {profile.platform}, but this machine is {host}; build it "
+            f"on a {profile.platform} machine (tfwheels does not cross-compile), or see its plan "
+            "with --dry-run"
+        )
+        raise UsageError(msg)
+    find_bazel(profile)
+    load_series(profile, layout.patches)
+
+
 def _build_locked(
     profile: Profile,
     layout: Layout,
@@ -172,6 +191,7 @@ def _build_locked(
     max_rounds: int,
     profile_ref: str | None,
 ) -> int:
+    _preflight(profile, layout)
     tree, done = prepare_source(profile, layout, source, force=force)
     err.print(f"source: {done}")
     plan = make_plan(profile, layout, tree, options)
@@ -322,8 +342,10 @@ def profiles(root: Path, *, as_json: bool) -> int:
         _print_json(rows)
         return 0
     table = Table(title="tfwheels profiles")
-    for column in ("name", "project", "version", "platform", "bazel_version"):
-        table.add_column(column)
+    widest = max((len(row["name"]) for row in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=widest)  # a name cut short names nothing
+    for column in ("project", "version", "platform", "bazel"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("name", "project", "version", "platform", "bazel_version")))
     out.print(table)
@@ -383,8 +405,10 @@ def verify_wheel(
     find_links: list[str] | None = None,
     index_url: str | None = None,
     no_index: bool = False,
+    quick: bool = False,
 ) -> int:
-    """Verify wheels (files or folders) as one set; exit 1 if any has a problem."""
+    """Verify wheels (files or folders) as one set; exit 1 if any has a problem. ``quick``
+    reads headers only (no CRC, RECORD hashes or code signatures)."""
     from tfwheels.resolve import ResolveOptions
     from tfwheels.verify_report import verify_command
 
@@ -394,10 +418,13 @@ def verify_wheel(
     if output and not fix_signatures:
         msg = "--output only applies with --fix-signatures (where to write repaired wheels)"
         raise UsageError(msg)
+    if quick and fix_signatures:
+        msg = "--quick skips code signatures, so it cannot go with --fix-signatures; drop one"
+        raise UsageError(msg)
     options = ResolveOptions(tuple(find_links or ()), index_url, no_index) if resolve else None
     return verify_command(
         wheels, target, as_json, python=python, fix_signatures=fix_signatures, output=output,
-        resolve=options,
+        resolve=options, check_record=not quick,
     )
 
 
@@ -477,18 +504,56 @@ def ci_matrix_entries(layout: Layout, platform: str, project: str | None = None)
 
 
 def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None = None, as_json: bool = False) -> int:
-    """Print the CI build matrix: every buildable profile of ``platform`` with its Python."""
+    """Print the CI build matrix: every buildable profile of ``platform`` with its Python and
+    ``cache_key``, the sha256 of what that profile builds from: its chain of files (the profile
+    YAML and each file it ``extends:``) and its active patch series' sha256s. A change to one
+    profile's configs or patches changes that profile's Bazel cache key only."""
+    import hashlib
+
+    from tfwheels.profiles import file_sha256, resolve_profile_path
+    from tfwheels.yamlsafe import load_located
+
     layout = layout_for(root)
     entries = ci_matrix_entries(layout, platform, project_name(project) if project else None)
+    configs = layout.configs.resolve()
+
+    def chain_files(path: Path) -> list[Path]:
+        # As load_profile resolves ``extends:`` (and it already refused cycles and missing files):
+        # a bare name is a file in the same folder, a name with a slash is a path under configs/.
+        files: list[Path] = []
+        current: Path | None = path.resolve()
+        while current is not None and current not in files:
+            files.append(current)
+            parent = load_located(current).data.get("extends")
+            folder = configs if isinstance(parent, str) and "/" in parent else current.parent
+            current = (folder / f"{parent}.yaml").resolve() if isinstance(parent, str) else None
+        return files
+
+    def cache_key(entry: dict[str, str]) -> str:
+        full = project_name(entry["project"])
+        path = resolve_profile_path(layout.configs, full, entry["profile"])
+        profile = load_profile(str(path), full, layout.configs, layout.root)
+        digest = hashlib.sha256()
+        for file in chain_files(path):
+            name = file.relative_to(configs).as_posix() if file.is_relative_to(configs) else file.name
+            digest.update(f"profile {name} {file_sha256(file)}\n".encode())
+        # load_series checks each patch file against the sha256 the profile pins.
+        for patch_file in load_series(profile, layout.patches):
+            digest.update(f"patch {patch_file.name} {patch_file.entry.sha256}\n".encode())
+        return digest.hexdigest()
+
+    for entry in entries:
+        entry["cache_key"] = cache_key(entry)
     if as_json:
         # One line: the workflow passes it through $GITHUB_OUTPUT to strategy.matrix.
         print(json.dumps({"include": entries}, separators=(",", ":")))
         return 0
     table = Table(title=f"CI build matrix ({platform})")
-    for column in ("project", "profile", "python", "needs"):
+    for column in ("project", "profile", "python", "needs", "cache key"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry["project"], entry["profile"], entry["python"], entry.get("tf_profile", ""))
+        table.add_row(entry["project"], entry["profile"], entry["python"], entry.get("tf_profile", ""),
+                      entry["cache_key"][:12])
     out.print(table)
     return 0
 

@@ -14,6 +14,10 @@
 
 A remote cache that cannot be reached or refuses the credential stops the build before Bazel
 starts (exit 34, Bazel's REMOTE_ERROR), unless ``remote.local_fallback`` lets it build locally.
+A gRPC cache is only reached by TCP here, so one that refuses the credential is found by Bazel
+itself; ``local_retry_warranted`` tells from its exit code and log when to build again locally
+(``use_local_only`` rewrites the rc for that). A build killed with SIGKILL leaves its rc folder
+(``tfwheels-<pid>-<hex>``) behind; the next build removes it (``sweep_stale``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +63,11 @@ _TROUBLE = (
 )
 
 
+REMOTE_ERROR_EXIT = 34  # Bazel's exit code when the remote cache or executor failed it
+_REFUSED = re.compile(r"\b(UNAUTHENTICATED|PERMISSION_DENIED)\b")
+_REMOTE_CONTEXT = re.compile(r"remote|cache|capabilities|grpc", re.IGNORECASE)
+
+
 class RemoteError(TfwheelsError):
     """The remote cache or executor cannot be used; exit 34 like Bazel's REMOTE_ERROR."""
 
@@ -80,6 +89,49 @@ def remove_private(path: Path) -> None:
     """Remove the rc file and the folder made for it."""
     path.unlink(missing_ok=True)
     shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_stale(folders: list[Path] | None = None) -> list[Path]:
+    """Remove credential folders (``tfwheels-<pid>-<hex>``) of this user whose process is dead.
+
+    A build killed with SIGKILL, or by the OOM killer, never reaches its clean-up, so its rc
+    file would stay in memory-backed storage with the credential in it; the next build sweeps
+    it. Folders of live processes, of other users, or of any other name are left alone.
+    Returns the folders removed.
+    """
+    from tfwheels.remote import STALE_NAME, rc_folders
+
+    removed: list[Path] = []
+    for folder in rc_folders() if folders is None else folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = STALE_NAME.fullmatch(entry.name)
+            if not match:
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if not entry.is_dir(follow_symlinks=False) or info.st_uid != os.getuid():
+                    continue
+            except OSError:
+                continue
+            if _pid_alive(int(match.group(1))):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 # --- is the remote usable? ---------------------------------------------------------------------
@@ -169,6 +221,48 @@ def preflight(remote: RemotePlan, values: Mapping[str, str]) -> bool:
         "(--remote-fallback) to build locally when it fails"
     )
     raise RemoteError(msg)
+
+
+def local_retry_warranted(remote: RemotePlan, exit_code: int, log_text: str | Iterable[str]) -> bool:
+    """True when a failed Bazel build should be run once more without the remote cache.
+
+    The preflight reaches a gRPC cache only by TCP (a REAPI call needs grpcio), so a gRPC cache
+    that refuses the credential is seen first by Bazel, which stops with exit 34 (REMOTE_ERROR)
+    and, in Bazel 4.2.3, ``ERROR: Failed to query remote execution capabilities:
+    UNAUTHENTICATED: ...``. With ``remote.local_fallback`` on, that build is retried locally;
+    a build that failed for any other reason (a compile error, an interrupt) is not.
+    ``log_text`` is the text Bazel printed, or its lines (``log_lines_since``).
+    """
+    if exit_code == 0 or not remote.spec.local_fallback or not remote.remote_url:
+        return False
+    if exit_code == REMOTE_ERROR_EXIT:
+        return True
+    lines = log_text.splitlines() if isinstance(log_text, str) else log_text
+    return any(_REFUSED.search(line) and _REMOTE_CONTEXT.search(line) for line in lines)
+
+
+def use_local_only(remote: RemotePlan) -> None:
+    """Rewrite the private rc file (inside ``session``) without the remote settings, for the
+    local retry; the packaging step of the same build then stays local too."""
+    rc = remote.rc_path
+    if rc is None:
+        return
+    _local_only.add(rc)
+    fd = os.open(rc, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(remote.rc_text(None, local_only=True))
+
+
+def log_lines_since(log: Path, start: int = 0) -> Iterator[str]:
+    """The lines of ``log`` from byte ``start`` (what the last Bazel command wrote), one at a
+    time and each cut at 64 KiB, so a TensorFlow-sized log is never held in memory."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            while chunk := handle.readline(65536):
+                yield chunk.decode("utf-8", "replace").rstrip("\r\n")
+    except OSError:
+        return
 
 
 # --- after Bazel -------------------------------------------------------------------------------
@@ -298,6 +392,8 @@ def session(plan: Plan, *, build: bool = False) -> Iterator[None]:
     the BEP and server logs redacted and the disk cache measured.
     """
     remote = plan.remote
+    if build:
+        sweep_stale()
     values = check_secrets(remote, os.environ)
     for name, value in values.items():
         redactor.add(value, redacted(name))

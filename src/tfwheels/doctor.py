@@ -24,7 +24,7 @@ from typing import Literal
 
 from rich.table import Table
 
-from tfwheels.bazel import INSTALL_HINT, check_version
+from tfwheels.bazel import check_version, install_hint
 from tfwheels.console import out
 from tfwheels.errors import ToolMissingError
 from tfwheels.hostinfo import resources
@@ -113,6 +113,11 @@ def _archs(probe: Probe, path: str) -> str | None:
     return " ".join(found) or None
 
 
+def _has_arm64(archs: str) -> bool:
+    """Whether ``lipo -archs`` output lists an arm64 slice (arm64, or arm64e and its kin)."""
+    return any(arch.startswith("arm64") for arch in archs.split())
+
+
 def check_rosetta(ctx: Context) -> Check:
     """macOS: Python must run as arm64, not translated by Rosetta 2, and have an arm64 slice."""
     python = ctx.interpreter()
@@ -123,7 +128,7 @@ def check_rosetta(ctx: Context) -> Check:
     if archs is None:
         return Check("rosetta", "warn", f"could not tell the architecture of {python}",
                      f"check `file {python}` lists arm64; else use {ARM64_PYTHON_FIX}")
-    if "arm64" not in archs.split():
+    if not _has_arm64(archs):
         return Check("rosetta", "fail", f"{python} is {archs} only: it would run under Rosetta 2",
                      ARM64_PYTHON_FIX)
     return Check("rosetta", "pass", f"{python} runs natively ({archs})")
@@ -184,13 +189,13 @@ def check_bazel(ctx: Context) -> Check:
     if ctx.profile is None:
         found = _bazel_path(ctx)
         if found is None:
-            return Check("bazel", "warn", "neither bazelisk nor bazel is on PATH", INSTALL_HINT)
+            return Check("bazel", "warn", "neither bazelisk nor bazel is on PATH", install_hint())
         return Check("bazel", "pass", f"{found} (pass --profile to check its version)")
     try:
         tool = ctx.probe.bazel(ctx.profile)
         warnings = check_version(tool, ctx.profile, None)
     except ToolMissingError as exc:
-        return Check("bazel", "fail", str(exc), INSTALL_HINT)
+        return Check("bazel", "fail", str(exc), install_hint(ctx.profile))
     if warnings:
         return Check("bazel", "warn", "; ".join(warnings),
                      f"install bazelisk so Bazel {ctx.profile.bazel.version} is run exactly")
@@ -208,7 +213,7 @@ def check_bazel_arch(ctx: Context) -> Check | None:
     if archs is None:
         return Check("bazel_arch", "warn", f"could not tell the architecture of {binary}",
                      f"check `file {binary}` lists arm64")
-    if "arm64" not in archs.split():
+    if not _has_arm64(archs):
         detail = f"{binary} is {archs}: under Rosetta Bazel takes darwin_x86_64 as host and target CPU"
         return Check("bazel_arch", "fail", detail,
                      "install an arm64 bazelisk: /opt/homebrew/bin/brew install bazelisk")
@@ -341,7 +346,8 @@ def doctor_command(
     loaded = None
     if profile:
         full = _PROJECTS.get(project or "tf", project or "tensorflow")
-        loaded = load_profile(profile, full, layout.configs, layout.root)
+        # Any project's profile: doctor checks the host, so a TFF name needs no --project tff.
+        loaded = load_profile(profile, full, layout.configs, layout.root, any_project=True)
     checks = run_checks(probe or LocalProbe(), loaded, layout.build)
     if as_json:
         print(json.dumps(report_json(checks), indent=2))

@@ -1,7 +1,9 @@
 """Fetch a profile's source tree on its own, before a build: ``invoke fetch``.
 
-A git source is cloned at its tag and checked against the pinned commit (``source.fetch_git``);
-a ``source.path`` profile (the bundled examples) is copied. Either way a failed fetch leaves
+A git source is cloned at its tag and checked against the pinned commit (``source.fetch_git``),
+or, when ``source.git.ref`` is that commit's full sha (an untagged upstream HEAD), that one commit
+is fetched by its sha (``git fetch --depth 1 origin <sha>``) and checked the same way; a
+``source.path`` profile (the bundled examples) is copied. Either way a failed fetch leaves
 nothing behind, and an existing tree is reused only when it is at the pinned commit and clean.
 """
 
@@ -18,7 +20,8 @@ def fetch_source(profile: Profile, layout: Layout, dest: Path | None = None, *, 
     """Make the profile's source tree exist at ``dest`` (default: build/src/<key>).
 
     Returns the tree and one line saying what was done. Raises ``SourceError`` when the tag moved,
-    the clone failed, or an existing tree has local changes (unless ``force``).
+    the clone or fetch failed (a server that will not serve a commit by its sha says so in one
+    line), or an existing tree has local changes (unless ``force``).
     """
     tree = (dest if dest is not None else default_tree(profile, layout)).resolve()
     if profile.source.git is not None:

@@ -9,18 +9,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tfwheels.atomic import write_atomic
+from tfwheels.atomic import atomic_output, write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
+from tfwheels.credentials import local_retry_warranted, log_lines_since, use_local_only
 from tfwheels.credentials import session as remote_session
 from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.interrupts import checkpoint
 from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
+from tfwheels.profiles import file_sha256
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
@@ -55,7 +57,7 @@ class BuildResult:
 
     @property
     def executed(self) -> int:
-        """Actions Bazel really ran (its own bookkeeping not counted)."""
+        """Actions Bazel really ran (its internal bookkeeping and cache hits not counted)."""
         return executed_actions(self.processes)
 
 
@@ -102,14 +104,77 @@ def _runfiles_fingerprint(plan: Plan) -> str | None:
     return digest.hexdigest()
 
 
+def _built_wheels(plan: Plan, summary: BuildSummary | None) -> list[Path]:
+    """The ``*.whl`` files the build left in ``package.directory`` (relative to bazel-bin/).
+
+    From the BEP first: files whose BEP name lies in that directory (Bazel 4.2.3 lists a tree
+    artifact's files expanded, so a ``declare_directory("wheel_house")`` and a declared file
+    ``wheel_house/<name>.whl`` look alike), or the directory itself where a Bazel lists it as
+    one entry, or its ``directoryOutput`` (exec root / pathPrefix / name). Only when the BEP names
+    no wheel there, ``bazel-bin/<directory>/*.whl``.
+    """
+    step = plan.profile.package
+    assert step.directory is not None
+    directory = PurePosixPath(expand(step.directory, plan.host.placeholders()).strip("/"))
+    in_bin = plan.tree / "bazel-bin" / directory
+    wanted = in_bin.resolve()
+    found: dict[str, Path] = {}
+
+    def add_dir(folder: Path | None) -> None:
+        if folder is not None and folder.is_dir():
+            for wheel in sorted(folder.glob("*.whl")):
+                found.setdefault(wheel.name, wheel)
+
+    if summary is not None:
+        for files in summary.files.values():
+            for entry in files:
+                name = PurePosixPath(entry.name)
+                if entry.path is None:
+                    continue
+                if name == directory:
+                    add_dir(entry.path)
+                elif name.suffix == ".whl" and (
+                    name.parent == directory or entry.path.resolve().parent == wanted
+                ) and entry.path.is_file():
+                    found.setdefault(entry.path.name, entry.path)
+        if not found:
+            for dirs in summary.directories.values():
+                for entry in dirs:
+                    if PurePosixPath(entry.name) == directory:
+                        add_dir(entry.path)
+    if not found:
+        add_dir(in_bin)
+    return [found[name] for name in sorted(found)]
+
+
+def _to_wheelhouse(wheels: list[Path], output: Path) -> list[Path]:
+    """Copy ``wheels`` into the wheelhouse (``invoke collect`` reads it) as the only wheels there,
+    as the script and run steps leave theirs; plain 0644 files, not bazel-out's read-only ones."""
+    output.mkdir(parents=True, exist_ok=True)
+    names = {w.name for w in wheels}
+    for old in output.glob("*.whl"):
+        if old.name not in names:
+            old.unlink()
+    copied = []
+    for wheel in wheels:
+        dest = output / wheel.name
+        same = (
+            dest.is_file()
+            and dest.stat().st_size == wheel.stat().st_size
+            and file_sha256(dest) == file_sha256(wheel)
+        )
+        if not same:
+            with atomic_output(dest) as out, wheel.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        copied.append(dest)
+    return copied
+
+
 def _package(plan: Plan, result: BuildResult, on_line: Callable[[str], None] | None) -> list[Path]:
     output = plan.host.output
     step = plan.profile.package
     if step.kind == "outputs":
-        assert step.directory is not None
-        wanted = (plan.tree / "bazel-bin" / step.directory).resolve()
-        outputs = [p for paths in (result.summary.outputs if result.summary else {}).values() for p in paths]
-        return [p for p in outputs if p.suffix == ".whl" and p.resolve().parent == wanted]
+        return _to_wheelhouse(_built_wheels(plan, result.summary), output)
     fingerprint = _runfiles_fingerprint(plan)
     stamp = output / FINGERPRINT
     existing = sorted(output.glob("*.whl"))
@@ -261,6 +326,7 @@ def _run_stages(
             result.processes = counts
 
     with _stage(result, "build"), remote_session(plan, build=True):
+        log_start = plan.log_path.stat().st_size if plan.log_path.is_file() else 0
         monitor.tail_bep(True)
         try:
             outcome = run_bazel(
@@ -270,6 +336,24 @@ def _run_stages(
                 log_path=plan.log_path,
                 on_line=_tee(watch, monitor.on_line, on_line),
             )
+            # A gRPC cache that refuses the credential is first seen by Bazel (the preflight
+            # only reaches it by TCP); with local_fallback on, build once more without it.
+            if not outcome.ok and local_retry_warranted(
+                plan.remote, outcome.exit_code, log_lines_since(plan.log_path, log_start)
+            ):
+                err.print(
+                    f"[yellow]warning:[/yellow] the remote {plan.remote.remote_url} refused the build "
+                    f"(Bazel exit {outcome.exit_code}); building again locally (remote.local_fallback)",
+                    highlight=False,
+                )
+                use_local_only(plan.remote)
+                outcome = run_bazel(
+                    plan.build_argv,
+                    cwd=tree,
+                    env=plan.environment(),
+                    log_path=plan.log_path,
+                    on_line=_tee(watch, monitor.on_line, on_line),
+                )
         finally:
             monitor.tail_bep(False)
         result.bazel_exit = outcome.exit_code

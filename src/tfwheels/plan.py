@@ -16,7 +16,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from tfwheels.bazel import BazelTool, bazel_env, build_argv, check_version, find_bazel
+from tfwheels.bazel import NOT_FOUND, BazelTool, bazel_env, build_argv, check_version, find_bazel
 from tfwheels.errors import ProfileError, TfwheelsError, UsageError
 from tfwheels.hostinfo import resources
 from tfwheels.layout import Layout
@@ -107,7 +107,7 @@ class Plan:
             "source": str(self.tree),
             "bazel": self.bazel.describe(),
             "bazel_version": profile.bazel.version,
-            "bazel_found_version": self.bazel.version,
+            "bazel_found_version": None if self.bazel.reported == NOT_FOUND else self.bazel.version,
             "bazel_commands": self.bazel_commands(),
             "commands": self.commands(),
             "targets": list(profile.bazel.targets),
@@ -127,7 +127,39 @@ class Plan:
         }
 
 
-def _find_required(profile: Profile, layout: Layout) -> tuple[list[Path], list[str]]:
+def _fits_python(tags: frozenset[Any], python_version: str) -> bool:
+    """A tag for this Python: cpXY, py3/pyXY, or a stable-ABI (abi3) build for cpXY or older."""
+    major, minor = (int(part) for part in python_version.split("."))
+    for tag in tags:
+        interpreter = tag.interpreter
+        if interpreter in (f"cp{major}{minor}", f"py{major}", f"py{major}{minor}"):
+            return True
+        if tag.abi == "abi3" and interpreter.startswith(f"cp{major}"):
+            older = interpreter.removeprefix(f"cp{major}")
+            if older.isdigit() and int(older) <= minor:
+                return True
+    return False
+
+
+def _fits_platform(tags: frozenset[Any], platform: str) -> bool:
+    """A tag that installs on the profile's platform (``any``, or its OS with its arch)."""
+    from tfwheels.verify import TARGETS, parse_platform_tag  # only TFF builds get here
+
+    target = TARGETS[platform]
+    for tag in tags:
+        parsed = parse_platform_tag(tag.platform)
+        if parsed.os == "any" or (parsed.os == target.os and set(target.archs) <= set(parsed.archs)):
+            return True
+    return False
+
+
+def _find_required(
+    profile: Profile, layout: Layout, python_version: str | None = None
+) -> tuple[list[Path], list[str]]:
+    """The wheels in dist/ that ``requires.wheels`` names, for the profile's platform and the
+    plan's Python (default: the profile's); the newest version wins. Missing ones say why."""
+    python_version = python_version or profile.python_version()
+    python_tag = f"cp{python_version.replace('.', '')}"
     found: list[Path] = []
     missing: list[str] = []
     for text in profile.requires.wheels:
@@ -136,20 +168,29 @@ def _find_required(profile: Profile, layout: Layout) -> tuple[list[Path], list[s
         except InvalidRequirement as exc:
             msg = f"{profile.file} requires.wheels: {text!r} is not a requirement; write e.g. 'tensorflow==2.14.*'"
             raise ProfileError(msg) from exc
-        match = None
+        matches: list[tuple[Any, str, Path]] = []  # (packaging Version, name, path)
+        misfits: list[str] = []
         for wheel in sorted(layout.dist.glob("*.whl")):
             try:
-                name, version, _, _ = parse_wheel_filename(wheel.name)
+                name, version, _, tags = parse_wheel_filename(wheel.name)
             except ValueError:
                 continue
-            if canonicalize_name(name) == canonicalize_name(requirement.name) and (
+            if canonicalize_name(name) != canonicalize_name(requirement.name) or not (
                 requirement.specifier.contains(version, prereleases=True)
             ):
-                match = wheel
-        if match is None:
-            missing.append(text)
+                continue
+            if _fits_platform(tags, profile.platform) and _fits_python(tags, python_version):
+                matches.append((version, wheel.name, wheel))
+            else:
+                misfits.append(wheel.name)
+        if matches:
+            found.append(max(matches)[2])
+        elif misfits:
+            missing.append(
+                f"{text} for {python_tag} on {profile.platform} (not for them: {', '.join(misfits)})"
+            )
         else:
-            found.append(match)
+            missing.append(text)
     return found, missing
 
 
@@ -221,11 +262,11 @@ def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOption
         if not options.dry_run:
             raise
         warnings.append(str(exc))
-        bazel = BazelTool(Path("bazelisk"), "bazelisk", profile.bazel.version, "not found")
+        bazel = BazelTool(Path("bazelisk"), "bazelisk", profile.bazel.version, NOT_FOUND)
     values = host.placeholders()
     rendered = render(profile, host, layout.templates)
     series = load_series(profile, layout.patches)
-    required, missing = _find_required(profile, layout)
+    required, missing = _find_required(profile, layout, python_version)
     if missing:
         project = "build-tf" if any("tensorflow" in m for m in missing) else "build"
         msg = f"no wheel in {layout.dist} satisfies {', '.join(missing)}; run invoke {project} first"

@@ -78,10 +78,78 @@ def _value(value: str) -> str:
     return value
 
 
+def _rc_quoted(value: str) -> str:
+    """A value configure.py writes inside double quotes (``build --action_env NAME="value"``)."""
+    value = _value(value)
+    for char, name in (('"', "a double quote"), ("\\", "a backslash")):
+        if char in value:
+            msg = (
+                f"{value!r} holds {name}, which would end or escape the quoted value in "
+                '.tf_configure.bazelrc (build --action_env NAME="..."); use a path without '
+                "quotes or backslashes (e.g. a symlink to it)"
+            )
+            raise ValueError(msg)
+    return value
+
+
+def _rc_path(value: str) -> str:
+    """A path written both bare (``build --repo_env=CC=path``) and quoted in an rc line."""
+    value = _rc_quoted(value)
+    if any(c.isspace() for c in value):
+        msg = (
+            f"{value!r} holds whitespace, which would split the rc line "
+            "build --repo_env=CC=<path> in two; use a path without spaces (e.g. a symlink to it)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+# Bazel options whose values are credentials: in a profile they would be written into rendered
+# rc files and shown in plans. remote: takes them from the environment instead.
+_CREDENTIAL_OPTIONS = re.compile(
+    r"^--(?:no)?(?:remote_header|remote_cache_header|remote_exec_header|remote_downloader_header|"
+    r"bes_header|google_credentials|google_auth_scopes|credential_helper|tls_client_key|"
+    r"tls_client_certificate)(?:=|$)"
+)
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s]+:[^/@\s]*@")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
 def _flag(value: str) -> str:
     value = _safe_text(value)
     if not value.startswith("-"):
         msg = f"{value!r} is not a flag; flags start with '--' (e.g. --copt=-O2)"
+        raise ValueError(msg)
+    option = value.split("=", 1)[0]
+    if _CREDENTIAL_OPTIONS.match(value):
+        msg = (
+            f"{option} carries a credential, which would be written into rendered files and logs; "
+            "set it under remote: (headers: {NAME: env:VARIABLE}, or credential_helper)"
+        )
+        raise ValueError(msg)
+    if _URL_WITH_PASSWORD.search(value):
+        msg = (
+            f"{option} holds a URL with a user name and password; put the credential in an "
+            "environment variable named under remote.headers instead"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _profile_name(value: str) -> str:
+    if not _PROFILE_NAME.fullmatch(value):
+        msg = (
+            f"{value!r} is not a profile name: it names folders under build/, so use letters, "
+            "digits and . _ + - only (e.g. 2.16-darwin_arm64)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _template_name(value: str) -> str:
+    value = _value(value)
+    if "/" in value or "\\" in value or value.startswith("."):
+        msg = f"{value!r} is not a file name in templates/; give just the name, e.g. bazelrc.user.j2"
         raise ValueError(msg)
     return value
 
@@ -165,6 +233,10 @@ def _patch_path(value: str) -> str:
 
 SafeText = Annotated[str, AfterValidator(_safe_text)]
 Value = Annotated[str, AfterValidator(_value)]
+ProfileName = Annotated[str, AfterValidator(_profile_name)]
+TemplateName = Annotated[str, AfterValidator(_template_name)]
+RcQuoted = Annotated[str, AfterValidator(_rc_quoted)]
+RcPath = Annotated[str, AfterValidator(_rc_path)]
 Flag = Annotated[str, AfterValidator(_flag)]
 Label = Annotated[str, AfterValidator(_label)]
 ConfigName = Annotated[str, AfterValidator(_config_name)]
@@ -257,18 +329,18 @@ class PythonSpec(_Model):
 class ConfigureAnswers(_Model):
     """What TensorFlow's configure.py asks, answered ahead of time."""
 
-    PYTHON_BIN_PATH: Value | None = None
-    PYTHON_LIB_PATH: Value | None = None
+    PYTHON_BIN_PATH: RcQuoted | None = None
+    PYTHON_LIB_PATH: RcQuoted | None = None
     TF_NEED_CUDA: bool = False
     TF_NEED_ROCM: bool = False
     TF_NEED_CLANG: bool | None = None
-    CLANG_COMPILER_PATH: Value | None = None
+    CLANG_COMPILER_PATH: RcPath | None = None
     TF_DOWNLOAD_CLANG: bool | None = None
     TF_ENABLE_XLA: bool | None = None
     CC_OPT_FLAGS: tuple[Flag, ...] = ("-Wno-sign-compare",)
     TF_SET_ANDROID_WORKSPACE: bool = False
     TF_CONFIGURE_IOS: bool = False
-    TF_SYSTEM_LIBS: tuple[Value, ...] = ()
+    TF_SYSTEM_LIBS: tuple[RcQuoted, ...] = ()
 
     @field_validator("CC_OPT_FLAGS")
     @classmethod
@@ -332,7 +404,7 @@ class Requires(_Model):
 class RenderedFile(_Model):
     """A Jinja2 template from templates/ rendered into the source tree."""
 
-    template: Value
+    template: TemplateName
     dest: Value
 
     @field_validator("dest")
@@ -347,7 +419,7 @@ class RenderedFile(_Model):
 class Profile(_Model):
     """A complete, validated build profile."""
 
-    name: Value
+    name: ProfileName
     file: str
     project: Literal["tensorflow", "tensorflow_federated"]
     version: Pep440
@@ -468,6 +540,16 @@ def resolve_profile_path(configs: Path, project: str, name: str) -> Path:
     path = configs / sub / f"{name}.yaml"
     if path.is_file():
         return path
+    # Not among this project's profiles: a name only the other project has is that profile
+    # (`invoke doctor --profile 0.87-darwin_arm64`); load_profile still refuses it where the
+    # task is for one project (build-tf builds no TFF profile) and says how to name it.
+    others = [
+        configs / other / f"{name}.yaml"
+        for proj, other in sorted(PROJECT_DIRS.items())
+        if proj != project and (configs / other / f"{name}.yaml").is_file()
+    ]
+    if len(others) == 1:
+        return others[0]
     names = [p.name for p in list_profiles(configs, project)]
     guess = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {guess[0]!r}?" if guess else f"available: {', '.join(names) or 'none'}"
@@ -602,8 +684,14 @@ def load_profile(
     project: str,
     configs: Path,
     root: Path | None = None,
+    *,
+    any_project: bool = False,
 ) -> Profile:
-    """Load, merge (``extends:``) and validate a profile; raise ProfileError with one line."""
+    """Load, merge (``extends:``) and validate a profile; raise ProfileError with one line.
+
+    ``project`` is where a bare name is looked up first (then in the other project's folder);
+    a profile of the other project is refused unless ``any_project`` (``invoke doctor``).
+    """
     path = resolve_profile_path(configs, project, name_or_path)
     chain = _load_chain(path, project, configs, root)
     merged = _Merged({}, {})
@@ -622,10 +710,12 @@ def load_profile(
         errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
         raise ProfileError(_error_line(dict(first), merged, chain[-1].file)) from None
-    if profile.project != project:
+    if profile.project != project and not any_project:
+        short = PROJECT_DIRS[profile.project]
         msg = (
             f"{chain[-1].file}:{merged.where.get(('project',), ('', 1))[1]} project: this is a "
-            f"{profile.project} profile; use invoke build-{'tf' if profile.project == 'tensorflow' else 'tff'}"
+            f"{profile.project} profile; use invoke build-{short}, or add --project {short} "
+            "to the other tasks"
         )
         raise ProfileError(msg)
     if profile.project == "tensorflow_federated":

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tfwheels.errors import ToolMissingError
+from tfwheels.probecache import cached
 from tfwheels.run import run, which
 
 _PROBE = (
@@ -40,9 +43,17 @@ def probe_python(interpreter: str) -> PythonFacts:
     """Ask ``interpreter`` (a name on PATH or a path) about itself."""
     found = which(interpreter) if "/" not in interpreter else None
     program = str(found) if found else interpreter
+    # A venv's answers depend on its pyvenv.cfg as well as on the interpreter it links to.
+    venv_cfg = Path(program).parent.parent / "pyvenv.cfg"
+    depends = [Path(program), *([venv_cfg] if venv_cfg.is_file() else [])]
+    data = cached(f"python:{program}", depends, lambda: _ask(interpreter, program))
+    return PythonFacts(data["executable"], data["major"], data["minor"], data["site"])
+
+
+def _ask(interpreter: str, program: str) -> dict[str, Any]:
     result = run([program, "-c", _PROBE], check=False, echo=False)
     if not result.ok:
         msg = f"python interpreter {interpreter!r} did not run (exit {result.exit_code}); set python.interpreter in the profile to a working Python"
         raise ToolMissingError(msg)
-    data = json.loads(result.stdout.strip().splitlines()[-1])
-    return PythonFacts(data["executable"], data["major"], data["minor"], data["site"])
+    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data

@@ -54,6 +54,13 @@ def _one_line(value: str) -> str:
     if value != value.strip() or not value:
         msg = f"{value!r} is empty or has spaces around it; remove them"
         raise ValueError(msg)
+    return _no_dash(value)
+
+
+def _no_dash(value: str) -> str:
+    if value.startswith("-"):
+        msg = f"{value!r} starts with '-' where a value is expected; it would be read as a flag"
+        raise ValueError(msg)
     return value
 
 
@@ -102,6 +109,7 @@ def _env_ref(value: str) -> str:
 
 
 def _instance_name(value: str) -> str:
+    _no_dash(value)
     if not re.fullmatch(r"[\w./-]+", value):
         msg = f"{value!r} is not an instance name; use letters, digits, '_', '-', '.', '/'"
         raise ValueError(msg)
@@ -109,6 +117,7 @@ def _instance_name(value: str) -> str:
 
 
 def _property_name(value: str) -> str:
+    _no_dash(value)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
         msg = f"{value!r} is not a platform property name; use letters, digits and _ . : -"
         raise ValueError(msg)
@@ -235,13 +244,14 @@ class RemoteOptions:
     no_upload: bool = False
     compression: bool = False
     local_fallback: bool = False
+    platform: tuple[str, ...] = ()  # --remote-platform KEY=VALUE, repeatable
 
     def fragment(self) -> dict[str, Any]:
         """The flags as a ``remote:`` mapping holding only what was given."""
         data: dict[str, Any] = {}
         disk: dict[str, Any] = {}
         if self.disk_cache:
-            disk.update(enabled=True, path=str(Path(self.disk_cache).expanduser().absolute()))
+            disk.update(enabled=True, path=_cwd_path(self.disk_cache))
         if self.no_disk_cache:
             disk["enabled"] = False
         if self.disk_cache_max_gb is not None:
@@ -249,7 +259,7 @@ class RemoteOptions:
         if disk:
             data["disk_cache"] = disk
         if self.repository_cache:
-            data["repository_cache"] = str(Path(self.repository_cache).expanduser().absolute())
+            data["repository_cache"] = _cwd_path(self.repository_cache)
         for key in ("cache", "executor", "instance_name"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
@@ -259,7 +269,27 @@ class RemoteOptions:
             data["compression"] = True
         if self.local_fallback:
             data["local_fallback"] = True
+        if self.platform:
+            data["platform"] = _platform_pairs(self.platform)
         return data
+
+
+def _platform_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("OSFamily=Linux", ...)`` as a mapping; UsageError for an item without ``=``."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            msg = f"--remote-platform {pair!r}: give KEY=VALUE, e.g. --remote-platform OSFamily=Linux"
+            raise UsageError(msg)
+        result[name] = value
+    return result
+
+
+def _cwd_path(value: str) -> str:
+    """A command-line folder made absolute from the current folder; a leading '-' is kept so
+    the validator refuses it (``--disk-cache=--x`` is a mistyped flag, not a folder)."""
+    return value if value.startswith("-") else str(Path(value).expanduser().absolute())
 
 
 _FLAG_OF = {
@@ -325,7 +355,9 @@ def _validate(data: dict[str, Any], where: str, lines: Mapping[tuple[Any, ...], 
         if error["type"] == "extra_forbidden":
             problem = f"is not a known field; known: {', '.join(_known(loc[:-1]))}"
         if lines is None:
-            flag = _FLAG_OF.get(field_name, f"remote.{field_name}")
+            flag = _FLAG_OF.get(field_name) or (
+                "--remote-platform" if loc[:1] == ("platform",) else f"remote.{field_name}"
+            )
             msg = f"{flag} {error.get('input')!r}: {problem}"
             raise UsageError(msg) from None
         paths = [("remote",) + tuple(loc[:n]) for n in range(len(loc), -1, -1)]
@@ -344,18 +376,48 @@ def _known(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def effective_spec(profile_spec: RemoteSpec, options: RemoteOptions, configs: Path) -> RemoteSpec:
-    """Merge the four layers (see the module docstring) into one validated RemoteSpec."""
+def _anchored(data: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """``data`` with a relative disk_cache.path / repository_cache made absolute under ``folder``
+    (the folder of the file that wrote them, not wherever the build was started)."""
+    if folder is None:
+        return data
+
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or not value or value.startswith("-"):
+            return value  # the validator refuses what is not a path
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else folder.absolute() / path)
+
+    data = dict(data)
+    if "repository_cache" in data:
+        data["repository_cache"] = absolute(data["repository_cache"])
+    disk = data.get("disk_cache")
+    if isinstance(disk, Mapping) and "path" in disk:
+        data["disk_cache"] = {**disk, "path": absolute(disk["path"])}
+    return data
+
+
+def _fragment_layer(configs: Path, name: str) -> dict[str, Any]:
+    fragment, lines, file = load_fragment(configs, name)
+    _validate(fragment, file, lines)
+    return _anchored(fragment, fragment_path(configs, name).parent)
+
+
+def effective_spec(
+    profile_spec: RemoteSpec, options: RemoteOptions, configs: Path, *, profile_dir: Path | None = None
+) -> RemoteSpec:
+    """Merge the four layers (see the module docstring) into one validated RemoteSpec.
+
+    Relative cache paths of a fragment or the profile are taken from that file's folder
+    (``profile_dir`` for the profile); those of the command line from the current folder.
+    """
     data: dict[str, Any] = {}
     if profile_spec.config:
-        fragment, lines, file = load_fragment(configs, profile_spec.config)
-        _validate(fragment, file, lines)
-        data = _merge(data, fragment)
-    data = _merge(data, profile_spec.model_dump(exclude_unset=True, exclude={"config"}))
+        data = _merge(data, _fragment_layer(configs, profile_spec.config))
+    own = profile_spec.model_dump(exclude_unset=True, exclude={"config"})
+    data = _merge(data, _anchored(own, profile_dir))
     if options.config:
-        fragment, lines, file = load_fragment(configs, options.config)
-        _validate(fragment, file, lines)
-        data = _merge(data, fragment)
+        data = _merge(data, _fragment_layer(configs, options.config))
     data.pop("config", None)
     return _validate(_merge(data, options.fragment()), "command line", None)
 
@@ -381,6 +443,18 @@ def user_cache_dir(env: Mapping[str, str] | None = None, platform: str | None = 
     return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".cache") / "tfwheels"
 
 
+# The credentials folder: ``tfwheels-<pid of the build>-<16 hex digits>``; the pid lets the next
+# build sweep the folder of one killed with SIGKILL (tfwheels.credentials.sweep_stale).
+STALE_NAME = re.compile(r"tfwheels-(\d+)-[0-9a-f]{16}")
+
+
+def rc_folders(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The folders a credentials rc may be put in, preferred first."""
+    env = os.environ if env is None else env
+    candidates = [env.get("XDG_RUNTIME_DIR"), "/dev/shm", tempfile.gettempdir()]
+    return [Path(f) for f in dict.fromkeys(c for c in candidates if c) if os.path.isdir(f)]
+
+
 def private_rc_path(env: Mapping[str, str] | None = None) -> Path:
     """A fresh, unguessable path for the credentials rc file, in memory-backed storage if any.
 
@@ -388,12 +462,11 @@ def private_rc_path(env: Mapping[str, str] | None = None) -> Path:
     if something is already there. ``$XDG_RUNTIME_DIR`` (a per-user tmpfs) is preferred, then
     ``/dev/shm``, then the user's temp folder (private per user on macOS).
     """
-    env = os.environ if env is None else env
-    candidates = [env.get("XDG_RUNTIME_DIR"), "/dev/shm", tempfile.gettempdir()]
-    for folder in candidates:
-        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
-            return Path(folder) / f"tfwheels-{secrets.token_hex(8)}" / "remote.bazelrc"
-    return Path(tempfile.gettempdir()) / f"tfwheels-{secrets.token_hex(8)}" / "remote.bazelrc"
+    name = f"tfwheels-{os.getpid()}-{secrets.token_hex(8)}"
+    for folder in rc_folders(env):
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder / name / "remote.bazelrc"
+    return Path(tempfile.gettempdir()) / name / "remote.bazelrc"
 
 
 # --- the resolved settings ---------------------------------------------------------------------
@@ -594,7 +667,9 @@ def resolve_remote(
     become warnings so the plan can still be shown.
     """
     env = os.environ if env is None else env
-    spec = effective_spec(profile.remote, options, configs)
+    shown = configs.parent / profile.file if profile.file else None  # the file, as profiles shows it
+    profile_dir = shown.parent if shown is not None and shown.is_file() else None
+    spec = effective_spec(profile.remote, options, configs, profile_dir=profile_dir)
     version = _version_tuple(bazel_version)
     warnings: list[str] = []
     disk = _disk_cache(spec.disk_cache, env)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from packaging.version import Version
 
 from tfwheels import __version__
 from tfwheels.atomic import write_atomic
+from tfwheels.errors import ProfileError
 from tfwheels.profiles import Profile
 
 _PLACEHOLDER = re.compile(r"%([A-Za-z_]+)%")
@@ -23,6 +25,14 @@ _PLACEHOLDER = re.compile(r"%([A-Za-z_]+)%")
 # configure.py's tag filters for a CPU-only build, plus its macOS extras.
 _TEST_FILTERS = ["-benchmark-test", "-no_oss", "-oss_excluded", "-gpu"]
 _MAC_TEST_FILTERS = ["-nomac", "-no_mac", "-mac_excluded"]
+# configure.py's disable_clang_offsetof_extension(): the clang majors for which it writes
+# `build --copt=-Wno-gnu-offsetof-extensions` (clang 16 rejects type definitions inside
+# offsetof, which upb uses), by the first TF release seen doing so: 2.15.0's
+# disable_clang16_offsetof_extension() tests `== 16`; the refactored configure.py (TF >= 2.18,
+# tf-build-facts.md §1.1 C, §1.3) tests `in (16, 17)`. Older releases write no such line.
+_CLANG_OFFSETOF_MAJORS = (("2.18", (16, 17)), ("2.15", (16,)))
+_CLANG_MAJOR = re.compile(r"(?:llvm|clang)-(\d+)(?:\.\d+)*(?:/|$)")
+_PROJECT_TITLES = {"tensorflow": "TensorFlow", "tensorflow_federated": "TensorFlow Federated"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,31 @@ def header(profile: Profile) -> str:
     )
 
 
+def clang_major(path: str) -> int | None:
+    """The clang major version a compiler path names (``/usr/lib/llvm-17/bin/clang``, ``clang-16``).
+
+    configure.py runs ``clang --version``; the path stands in for it so a render is the same on
+    every host (dry runs included) and byte-identical across runs. None when the path names none.
+    """
+    found = _CLANG_MAJOR.findall(path)
+    return int(found[-1]) if found else None
+
+
+def _offsetof_workaround(profile: Profile) -> bool:
+    """configure.py asks for clang on Linux only, and disables the extension for clang 16/17."""
+    configure = profile.configure
+    if not (
+        profile.project == "tensorflow" and profile.platform.startswith("linux")
+        and configure.TF_NEED_CLANG and configure.CLANG_COMPILER_PATH
+    ):
+        return False
+    version = Version(profile.version).release[:2]
+    for since, majors in _CLANG_OFFSETOF_MAJORS:
+        if version >= Version(since).release[:2]:
+            return clang_major(configure.CLANG_COMPILER_PATH) in majors
+    return False
+
+
 def template_context(profile: Profile, host: HostValues) -> dict[str, object]:
     """Everything a template may use, with placeholders expanded and lists in a stable order."""
     values = host.placeholders()
@@ -88,6 +123,8 @@ def template_context(profile: Profile, host: HostValues) -> dict[str, object]:
     return {
         "header": header(profile),
         "profile": profile,
+        "project_title": _PROJECT_TITLES[profile.project],
+        "clang_offsetof_workaround": _offsetof_workaround(profile),
         "configure": configure,
         "python_bin": expand(configure.PYTHON_BIN_PATH or host.python_bin, values),
         "python_lib": expand(configure.PYTHON_LIB_PATH or host.python_lib, values),
@@ -111,7 +148,16 @@ def render(profile: Profile, host: HostValues, templates: Path) -> dict[str, str
     context = template_context(profile, host)
     rendered: dict[str, str] = {}
     for item in profile.render:
-        text = env.get_template(item.template).render(context)
+        # Per file: where it goes, and whether Bazel gets it through --bazelrc (TFF) or the
+        # workspace .bazelrc try-imports it (TF).
+        here = {**context, "dest": item.dest, "passed_with_bazelrc": item.dest in profile.rc_files}
+        try:
+            template = env.get_template(item.template)
+        except jinja2.TemplateNotFound:
+            known = ", ".join(sorted(p.name for p in templates.glob("*.j2")))
+            msg = f"{profile.file} render.template: {item.template!r} is not in {templates}; known: {known}"
+            raise ProfileError(msg) from None
+        text = template.render(here)
         rendered[item.dest] = text if text.endswith("\n") else text + "\n"
     return rendered
 

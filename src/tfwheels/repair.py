@@ -6,10 +6,14 @@ signature is ad hoc (no certificate: nobody's identity is at stake) and the code
 where the signature says, recomputing the page hashes in place gives exactly the signature the
 linker would have written. On a Mac with ``codesign``, ``codesign --force --sign -`` does it
 instead. Anything else (no signature at all, a Developer ID signature, a signature that covers
-other bytes than the code) is reported and left alone.
+other bytes than the code) is reported and left alone. ``codesign`` re-signs every slice of a
+universal file, so it is not used on one where any slice carries a certificate signature.
 
 The original wheel is never touched: the repaired copy is written under a temporary name in the
-output folder and renamed, with RECORD updated for the members that changed.
+output folder and renamed (with the original's permissions), with the wheel's own RECORD (the
+top-level ``<name>-<version>.dist-info/RECORD``) updated for the members that changed. A damaged
+wheel (a bad CRC, a RECORD that is not UTF-8, a cut-off archive) is not repaired at all: the
+repair says why in one line and leaves no output; verify-wheel reports the damage itself.
 """
 
 from __future__ import annotations
@@ -29,15 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
 from tfwheels.atomic import atomic_output
 from tfwheels.binaries import BinaryInfo, Slice, inspect_binary, is_native
-from tfwheels.codesign import SignatureError, rehash_in_place
+from tfwheels.codesign import SignatureError, parse_signature, rehash_in_place
 from tfwheels.errors import UsageError
 from tfwheels.run import run, which
 
 _CHUNK = 1024 * 1024
 _PEEK = 8
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+class _Damaged(Exception):
+    """Internal: the wheel cannot be read whole; the message says where, in one line."""
 
 Action = Literal["rehashed", "codesigned", "refused"]
 
@@ -58,11 +68,13 @@ class SignatureFix:
 
 @dataclass
 class Repair:
-    """The outcome for one wheel: ``output`` is the repaired copy, None when nothing changed."""
+    """The outcome for one wheel: ``output`` is the repaired copy, None when nothing changed;
+    ``refused`` why the whole wheel was left alone (it is damaged), None otherwise."""
 
     wheel: Path
     output: Path | None = None
     fixes: list[SignatureFix] = field(default_factory=list)
+    refused: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """A plain dict for reports."""
@@ -70,6 +82,7 @@ class Repair:
             "wheel": self.wheel.name,
             "output": str(self.output) if self.output else None,
             "fixes": [fix.to_json() for fix in self.fixes],
+            "refused": self.refused,
         }
 
 
@@ -87,7 +100,8 @@ def repair_wheel(wheel: Path, output_dir: Path, *, use_codesign: bool | None = N
     """Repair the stale ad-hoc signatures of ``wheel`` into ``output_dir/<same name>``.
 
     ``use_codesign`` defaults to :func:`codesign_available`. Raises UsageError when the output
-    would replace the wheel itself or the wheel cannot be opened.
+    would replace the wheel itself. A wheel that cannot be read whole is refused (``refused``
+    says why) and nothing is written.
     """
     if use_codesign is None:
         use_codesign = codesign_available()
@@ -99,29 +113,35 @@ def repair_wheel(wheel: Path, output_dir: Path, *, use_codesign: bool | None = N
     try:
         archive = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as exc:
-        msg = f"{wheel.name}: not a zip archive ({exc})"
-        raise UsageError(msg) from exc
-    with archive, tempfile.TemporaryDirectory(prefix="tfwheels-repair-") as scratch:
-        replaced: dict[str, Path] = {}
-        record = _record_hashes(archive)
-        for info in archive.infolist():
-            try:
-                binary = _check_member(archive, info)
-                if binary is None or not _stale_slices(binary):
-                    continue
-                fixed, fixes = _repair_member(
-                    archive, info, binary, Path(scratch), use_codesign, record.get(info.filename)
-                )
-            except _READ_ERRORS as exc:
-                msg = f"{wheel.name}: {info.filename} is unreadable ({exc}); verify-wheel says more"
-                raise UsageError(msg) from exc
-            repair.fixes += fixes
-            if fixed is not None:
-                replaced[info.filename] = fixed
-        if replaced:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            _write_wheel(archive, replaced, output)
-            repair.output = output
+        return Repair(wheel, refused=f"not repaired: the file is no readable zip archive ({exc})")
+    made_dir = not output_dir.exists()
+    try:
+        with archive, tempfile.TemporaryDirectory(prefix="tfwheels-repair-") as scratch:
+            record_name = wheel_record_name(archive, wheel.name)
+            record = _record_hashes(archive, record_name)
+            replaced: dict[str, Path] = {}
+            for info in archive.infolist():
+                try:
+                    binary = _check_member(archive, info)
+                    if binary is None or not _stale_slices(binary):
+                        continue
+                    fixed, fixes = _repair_member(
+                        archive, info, binary, Path(scratch), use_codesign,
+                        record.get(info.filename),
+                    )
+                except _READ_ERRORS as exc:
+                    raise _Damaged(f"{info.filename} is unreadable ({exc})") from exc
+                repair.fixes += fixes
+                if fixed is not None:
+                    replaced[info.filename] = fixed
+            if replaced:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                _write_wheel(archive, replaced, output, record_name, wheel.stat().st_mode & 0o777)
+                repair.output = output
+    except _Damaged as exc:
+        if made_dir and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        return Repair(wheel, refused=f"not repaired: the wheel is damaged: {exc}")
     return repair
 
 
@@ -135,13 +155,40 @@ def scan_signatures(wheel: Path) -> Iterator[BinaryInfo]:
                 yield binary
 
 
-def _record_hashes(archive: zipfile.ZipFile) -> dict[str, str]:
-    """RECORD's ``algorithm=digest`` by path (empty when there is no RECORD)."""
-    name = next((n for n in archive.namelist() if n.endswith(".dist-info/RECORD")), None)
+def wheel_record_name(archive: zipfile.ZipFile, filename: str) -> str | None:
+    """The wheel's own RECORD: ``<name>-<version>.dist-info/RECORD`` at the top level, for the
+    name in the file name (a vendored package's dist-info deeper down, or another project's,
+    is not it); else the only top-level one; else None."""
+    found = [
+        n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")
+    ]
+    try:
+        name = parse_wheel_filename(filename)[0]
+    except InvalidWheelFilename:
+        name = None
+    for member in found:
+        project = member.split("/", 1)[0].removesuffix(".dist-info").rpartition("-")[0]
+        if name is not None and canonicalize_name(project) == name:
+            return member
+    return found[0] if len(found) == 1 else None
+
+
+def _record_hashes(archive: zipfile.ZipFile, name: str | None) -> dict[str, str]:
+    """RECORD's ``algorithm=digest`` by path (empty when there is no RECORD); _Damaged when it
+    cannot be read or is not UTF-8 (then nothing it says can be trusted)."""
     if name is None:
         return {}
-    text = archive.read(name).decode("utf-8", "replace")
-    return {row[0]: row[1] for row in csv.reader(io.StringIO(text)) if len(row) == 3 and row[1]}
+    try:
+        text = archive.read(name).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Damaged(f"{name} is not UTF-8 ({exc})") from exc
+    except _READ_ERRORS as exc:
+        raise _Damaged(f"{name} is unreadable ({exc})") from exc
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise _Damaged(f"{name} is not valid CSV ({exc})") from exc
+    return {row[0]: row[1] for row in rows if len(row) == 3 and row[1]}
 
 
 def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryInfo | None:
@@ -208,6 +255,18 @@ def _repair_member(
             *(SignatureFix(info.filename, p.arch, "refused", detail) for p in fixable),
         ]
     if use_codesign:
+        certified = _certified_slices(copy, binary)
+        if certified:
+            detail = (
+                f"codesign --force --sign - re-signs every slice, and the {certified} "
+                f"{'slice carries' if ',' not in certified else 'slices carry'} a certificate "
+                "signature (or one that cannot be read) it would replace; re-sign with the "
+                "original identity"
+            )
+            return None, [
+                *fixes,
+                *(SignatureFix(info.filename, p.arch, "refused", detail) for p in fixable),
+            ]
         run(["codesign", "--force", "--sign", "-", str(copy)])
         fixes += [
             SignatureFix(info.filename, p.arch, "codesigned", "codesign --force --sign -")
@@ -225,6 +284,29 @@ def _repair_member(
             ]
         return copy, fixes
     return None, fixes
+
+
+def _certified_slices(copy: Path, binary: BinaryInfo) -> str:
+    """The slices (``'x86_64'``, ...) whose signature is not provably ad hoc, as one string."""
+    named: list[str] = []
+    with copy.open("rb") as stream:
+        for piece in binary.slices:
+            if piece.signature is not None:
+                adhoc = piece.signature.status == "unsigned" or (
+                    piece.signature.signer or ""
+                ).startswith("ad-hoc")
+            elif piece.signature_at is None:
+                adhoc = True  # unsigned: nothing to lose
+            else:
+                dataoff, datasize = piece.signature_at
+                stream.seek(piece.offset + dataoff)
+                try:
+                    adhoc = parse_signature(stream.read(datasize)).adhoc
+                except SignatureError:
+                    adhoc = False
+            if not adhoc:
+                named.append(f"'{piece.arch}'")
+    return ", ".join(named)
 
 
 def _vouched(copy: Path, recorded: str | None) -> bool:
@@ -291,24 +373,33 @@ def _stale_after(copy: Path, name: str) -> list[str]:
 # --- writing the repaired wheel ----------------------------------------------------------------
 
 
-def _write_wheel(archive: zipfile.ZipFile, replaced: dict[str, Path], output: Path) -> None:
-    """Copy the wheel member by member, with the replaced members and a RECORD that lists them."""
-    record_name = next(
-        (i.filename for i in archive.infolist() if i.filename.endswith(".dist-info/RECORD")), None
-    )
-    with atomic_output(output) as handle, zipfile.ZipFile(handle, "w") as out:
-        for info in archive.infolist():
-            copy = _copy_info(info)
-            if info.filename == record_name:
-                data = _updated_record(archive.read(info).decode("utf-8"), replaced).encode()
-                copy.file_size = len(data)
-                out.writestr(copy, data)
-            elif info.filename in replaced:
-                with replaced[info.filename].open("rb") as source:
-                    _stream_member(out, copy, source, replaced[info.filename].stat().st_size)
-            else:
-                with archive.open(info) as source:
-                    _stream_member(out, copy, source, info.file_size)
+def _write_wheel(
+    archive: zipfile.ZipFile,
+    replaced: dict[str, Path],
+    output: Path,
+    record_name: str | None,
+    mode: int,
+) -> None:
+    """Copy the wheel member by member, with the replaced members and a RECORD that lists them;
+    _Damaged (and no output) when a member cannot be read."""
+    info: zipfile.ZipInfo | None = None
+    try:
+        with atomic_output(output, mode) as handle, zipfile.ZipFile(handle, "w") as out:
+            for info in archive.infolist():
+                copy = _copy_info(info)
+                if info.filename == record_name:
+                    data = _updated_record(archive.read(info).decode("utf-8"), replaced).encode()
+                    copy.file_size = len(data)
+                    out.writestr(copy, data)
+                elif info.filename in replaced:
+                    with replaced[info.filename].open("rb") as source:
+                        _stream_member(out, copy, source, replaced[info.filename].stat().st_size)
+                else:
+                    with archive.open(info) as source:
+                        _stream_member(out, copy, source, info.file_size)
+    except (*_READ_ERRORS, UnicodeDecodeError) as exc:
+        where = info.filename if info is not None else output.name
+        raise _Damaged(f"{where} is unreadable ({exc})") from exc
 
 
 def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
@@ -357,4 +448,5 @@ __all__ = [
     "default_output_dir",
     "repair_wheel",
     "scan_signatures",
+    "wheel_record_name",
 ]

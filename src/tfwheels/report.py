@@ -39,12 +39,13 @@ KEYS = (
     "schema", "profile", "project", "version", "platform", "started", "finished", "seconds",
     "stages", "bazel", "wheels", "warnings", "error", "diagnosis", "log", "ok",
 )
+# New keys go at the end, so that readers of older reports keep their meaning.
 BAZEL_KEYS = (
     "version", "exit_code", "exit_name", "processes", "actions_executed", "cached_locally",
-    "remote_cache_hits", "hit_ratio",
+    "remote_cache_hits", "hit_ratio", "cacheable_actions",
 )
 # Process kinds that Bazel reports for local caches. 4.2.3 counts disk-cache hits as "remote
-# cache hit" and does not report action-cache hits at all; newer versions split them out.
+# cache hit" and does not report action-cache hits at all; Bazel 5 and later split them out.
 _LOCAL_CACHE_KINDS = ("disk cache hit", "action cache hit")
 _REMOTE_CACHE_KIND = "remote cache hit"
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|CREDENTIAL|AUTH|PRIVATE", re.IGNORECASE)
@@ -85,21 +86,29 @@ def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
 def cache_figures(processes: Mapping[str, int]) -> dict[str, Any]:
     """Bazel's figures from its parsed ``INFO: N processes: …`` line.
 
+    ``actions_executed`` counts the processes that really ran (no internal ones, no cache hits);
+    ``cacheable_actions`` every process but Bazel's internal ones, the hit ratio's denominator;
+    ``hit_ratio`` is None when there was nothing to cache (a no-op rebuild).
+
     >>> cache_figures({"total": 7, "remote cache hit": 5, "internal": 2})
-    {'processes': {'total': 7, 'remote cache hit': 5, 'internal': 2}, 'actions_executed': 5, 'cached_locally': 0, 'remote_cache_hits': 5, 'hit_ratio': 1.0}
+    {'processes': {'total': 7, 'remote cache hit': 5, 'internal': 2}, 'actions_executed': 0, 'cached_locally': 0, 'remote_cache_hits': 5, 'hit_ratio': 1.0, 'cacheable_actions': 5}
+    >>> cache_figures({"total": 9, "internal": 5, "local": 4})["actions_executed"]
+    4
     >>> cache_figures({"total": 1, "internal": 1})["hit_ratio"] is None
     True
     """
     executed = executed_actions(processes)
+    cacheable = max(0, processes.get("total", 0) - processes.get("internal", 0))
     remote = processes.get(_REMOTE_CACHE_KIND, 0)
     local = sum(processes.get(kind, 0) for kind in _LOCAL_CACHE_KINDS)
-    ratio = round(min(1.0, (remote + local) / executed), 4) if executed > 0 else None
+    ratio = round(min(1.0, (remote + local) / cacheable), 4) if cacheable > 0 else None
     return {
         "processes": dict(processes),
         "actions_executed": executed,
         "cached_locally": local,
         "remote_cache_hits": remote,
         "hit_ratio": ratio,
+        "cacheable_actions": cacheable,
     }
 
 
@@ -245,13 +254,35 @@ def _processes_text(bazel: Mapping[str, Any]) -> str:
     return f"{total} processes" + (f": {kinds}" if kinds else "")
 
 
-def _cache_text(bazel: Mapping[str, Any]) -> str:
+def _cacheable(bazel: Mapping[str, Any]) -> int | None:
+    """Actions that could have come from a cache; reports before ``cacheable_actions`` derive it."""
+    if bazel.get("cacheable_actions") is not None:
+        return int(bazel["cacheable_actions"])
+    processes = bazel.get("processes") or {}
+    if "total" not in processes:
+        return None
+    return max(0, processes["total"] - processes.get("internal", 0))
+
+
+def _remote_label(version: object) -> str:
+    """Bazel 4.x counts disk-cache hits as remote cache hits (Bazel 5 splits them out), so its
+    figure is labelled for both; an unknown version gets the honest label too.
+
+    >>> _remote_label("4.2.3"), _remote_label("7.4.1"), _remote_label("unknown")
+    ('remote/disk cache hits', 'remote cache hits', 'remote/disk cache hits')
+    """
+    match = re.match(r"(\d+)\.", str(version or ""))
+    return "remote cache hits" if match and int(match.group(1)) >= 5 else "remote/disk cache hits"
+
+
+def _ratio_text(bazel: Mapping[str, Any]) -> str:
     ratio = bazel.get("hit_ratio")
-    ratio_text = "n/a" if ratio is None else f"{100 * ratio:.0f}%"
-    return (
-        f"{bazel.get('remote_cache_hits', 0)} remote, {bazel.get('cached_locally', 0)} local "
-        f"(hit ratio {ratio_text})"
-    )
+    cacheable = _cacheable(bazel)
+    if ratio is None:
+        return "n/a (no cacheable action)" if cacheable == 0 else "n/a"
+    hits = bazel.get("remote_cache_hits", 0) + bazel.get("cached_locally", 0)
+    of = f" ({hits} of {cacheable} cacheable actions)" if cacheable is not None else ""
+    return f"{100 * ratio:.0f}%{of}"
 
 
 def _wheel_text(wheel: Mapping[str, Any]) -> str:
@@ -277,7 +308,9 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     exit_text = "not run" if bazel["exit_code"] is None else f"exit {bazel['exit_code']}"
     rows.append(("bazel", f"{bazel['version']}, {exit_text}"))
     rows.append(("actions executed", f"{bazel['actions_executed']} ({_processes_text(bazel)})"))
-    rows.append(("cache hits", _cache_text(bazel)))
+    rows.append(("cached locally", str(bazel.get("cached_locally", 0))))
+    rows.append((_remote_label(bazel.get("version")), str(bazel.get("remote_cache_hits", 0))))
+    rows.append(("cache hit ratio", _ratio_text(bazel)))
     for wheel in report["wheels"]:
         rows.append(("wheel", _wheel_text(wheel)))
     for warning in report["warnings"]:

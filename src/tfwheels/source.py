@@ -1,12 +1,16 @@
-"""Get a source tree for a profile: a shallow clone of a pinned tag, or a copy of a local folder.
+"""Get a source tree for a profile: a shallow clone of a pinned tag, a shallow fetch of a pinned
+commit, or a copy of a local folder.
 
 A clone is checked against the commit the profile pins (a moved tag is an error) and made in a
-temporary folder that is renamed into place, so a failed fetch leaves nothing behind.
+temporary folder that is renamed into place, so a failed fetch leaves nothing behind. A profile
+whose ``source.git.ref`` is the full sha of ``commit`` (an untagged upstream HEAD) is fetched by
+that sha alone: ``git init``, ``git fetch --depth 1 origin <sha>``, checkout of ``FETCH_HEAD``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,7 +19,7 @@ from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.patches import STATE_DIR, read_state
 from tfwheels.profiles import GitSource, Profile
-from tfwheels.run import run
+from tfwheels.run import Result, run
 
 # Files tfwheels itself writes into a tree; they never make a checkout "dirty".
 OWN_FILES = (f"/{STATE_DIR}/", "/.bazelrc.user", "/.tf_configure.bazelrc", "/bazel-*")
@@ -96,12 +100,78 @@ def _exclude_own_files(tree: Path) -> None:
             handle.write("# written by tfwheels\n" + "\n".join(missing) + "\n")
 
 
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+# What git says when a server will not send a commit asked for by its id (protocol v0/v1 without
+# uploadpack.allowReachableSHA1InWant / allowAnySHA1InWant, or a commit the server lacks).
+_REFUSED = ("not our ref", "does not allow request for unadvertised object")
+
+
+def pinned_by_commit(git: GitSource) -> bool:
+    """True when the profile names no tag, only a commit: ``ref`` is absent or a full sha.
+
+    A ``ref`` that is a full sha other than ``commit`` is a contradiction, refused here.
+    """
+    ref = git.ref or git.commit
+    if not _FULL_SHA.fullmatch(ref):
+        return False
+    if ref != git.commit:
+        msg = (
+            f"source.git.ref {ref} is a commit, but source.git.commit pins {git.commit}; "
+            "give the same sha in both (or name a tag in ref)"
+        )
+        raise SourceError(msg)
+    return True
+
+
+def _last_line(result: Result) -> str:
+    detail = (result.stderr or result.stdout).strip().splitlines()
+    return detail[-1].strip() if detail else f"exit code {result.exit_code}"
+
+
+def _fetch_commit(git: GitSource, clone: Path) -> None:
+    """Make ``clone`` a shallow checkout of exactly ``git.commit`` (nothing else is fetched)."""
+    clone.mkdir()
+    _git("init", "--quiet", cwd=clone)
+    _git("remote", "add", "origin", git.url, cwd=clone)
+    result = run(
+        ["git", "fetch", "--quiet", "--no-tags", "--depth", "1", "origin", git.commit],
+        cwd=clone, check=False,
+    )
+    if not result.ok:
+        detail = _last_line(result)
+        if any(text in detail.lower() for text in _REFUSED):
+            msg = (
+                f"{git.url} refused to send commit {git.commit} by its sha ({detail}); check that "
+                "the commit exists upstream, let the server serve commits by sha "
+                "(uploadpack.allowReachableSHA1InWant=true), or pin a tag in source.git.ref"
+            )
+        else:
+            msg = f"git fetch of {git.url} at commit {git.commit} failed: {detail}"
+        raise SourceError(msg)
+    _git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", "FETCH_HEAD",
+         cwd=clone)
+
+
+def _clone_tag(git: GitSource, clone: Path) -> None:
+    """Make ``clone`` a shallow clone of the tag (or branch) ``git.ref``."""
+    result = run(
+        ["git", "clone", "--quiet", "--depth", "1", "--branch", git.ref, git.url, str(clone)],
+        check=False,
+    )
+    if not result.ok:
+        msg = f"git clone of {git.url} at {git.ref} failed: {_last_line(result)}"
+        raise SourceError(msg)
+
+
 def fetch_git(git: GitSource, dest: Path, *, force: bool = False) -> str:
     """Shallow-clone ``git.ref`` into ``dest`` and verify it is ``git.commit``.
+
+    When ``ref`` is that commit's full sha (no tag), only that commit is fetched, by its sha.
 
     An existing checkout at the pinned commit is reused; one with changes of the user's is refused
     unless ``force``. Returns what was done, for the user.
     """
+    by_commit = pinned_by_commit(git)
     if dest.exists():
         current = head_commit(dest)
         if current is None:
@@ -122,25 +192,29 @@ def fetch_git(git: GitSource, dest: Path, *, force: bool = False) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         clone = tmp / "tree"
-        result = run(
-            ["git", "clone", "--quiet", "--depth", "1", "--branch", git.ref, git.url, str(clone)],
-            check=False,
-        )
-        if not result.ok:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            msg = f"git clone of {git.url} at {git.ref} failed: {detail[-1] if detail else result.exit_code}"
-            raise SourceError(msg)
+        if by_commit:
+            _fetch_commit(git, clone)
+        else:
+            _clone_tag(git, clone)
         got = _git("rev-parse", "HEAD^{commit}", cwd=clone)
         if got != git.commit:
-            msg = (
-                f"{git.url} tag {git.ref} resolves to {got}, but the profile pins {git.commit}: "
-                "the tag moved. Check upstream, then update source.git.commit"
-            )
+            if by_commit:
+                msg = (
+                    f"{git.url}: fetching commit {git.commit} checked out {got}; "
+                    "the server sent another commit"
+                )
+            else:
+                msg = (
+                    f"{git.url} tag {git.ref} resolves to {got}, but the profile pins {git.commit}: "
+                    "the tag moved. Check upstream, then update source.git.commit"
+                )
             raise SourceError(msg)
         _exclude_own_files(clone)
         os.replace(clone, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if by_commit:
+        return f"fetched {git.url} commit {git.commit[:12]} into {dest}"
     return f"cloned {git.url} {git.ref} into {dest} at {git.commit[:12]}"
 
 

@@ -54,11 +54,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from tfwheels.binaries import BinaryInfo, Slice, glibc_version, inspect_binary
+from tfwheels.binaries import BinaryInfo, Slice, glibc_version, inspect_binary, is_native
 from tfwheels.codesign import KILLED, describe_pages
 from tfwheels.dependencies import metadata_from_headers, read_metadata, set_problems
 from tfwheels.errors import UsageError
 from tfwheels.problems import Problem, ProblemKind
+from tfwheels.zipheads import member_heads
 
 OperatingSystem = Literal["macos", "linux"]
 
@@ -73,6 +74,8 @@ _HEADER_LIMIT = 1024 * 1024  # WHEEL / METADATA header blocks are a few KB
 _NEWEST_MACOS = 99  # upper bound for packaging's list of compatible macOS tags
 _ARM64_FIRST_MACOS = (11, 0)  # no arm64 Mac runs anything older, whatever the tag says
 _MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/")
+# Where the dynamic loader of every manylinux distribution finds system libraries.
+_LINUX_SYSTEM_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
 _RECORD_ALGORITHMS = frozenset(
     {"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
 )
@@ -296,13 +299,23 @@ def verify_wheel(
     found in them through an rpath is not external, and those that fit the target must meet this
     wheel's Requires-Dist. ``python`` (major.minor) is the Python to hold Requires-Python and
     markers against; default: the wheel's cpXY tag. Raises UsageError when ``path`` is not a
-    wheel at all (bad file name, not a zip archive) or the target is unknown.
+    wheel at all (bad file name, not a zip archive) or the target is unknown; a zip whose end
+    is cut off is a wheel with a ``zip-integrity`` problem. The tag must fit the target, the
+    implied one too: pip on an arm64 Mac never installs ``macosx_12_3_arm64``.
     """
     path = Path(path)
     companions = list(companions)
     requested = resolve_target(target) if target is not None else None
     wheel_name = _parse_wheel_name(path)
-    with _open_zip(path) as archive:
+    try:
+        archive = _open_zip(path)
+    except _DamagedZip as exc:
+        # A zip whose end was cut off (an interrupted download or copy): a damaged wheel, not
+        # something else passed by mistake, so it gets a report like any other damage.
+        chosen, found = _choose_target(requested, wheel_name.platforms, [])
+        problem = Problem("zip-integrity", None, str(exc))
+        return WheelReport(path.name, chosen.name if chosen else None, [], [problem, *found])
+    with archive:
         contents = _read_archive(archive, wheel_name, check_record=check_record)
     problems = contents.problems
     binaries = [scan.binary for scan in contents.scans if scan.binary is not None]
@@ -371,14 +384,34 @@ def _parse_wheel_name(path: Path) -> _WheelName:
     return _WheelName(name, version, tags, platforms)
 
 
+class _DamagedZip(Exception):
+    """Internal: the file starts as a zip archive but zipfile cannot read its central directory."""
+
+
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+
+
 def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The archive; _DamagedZip when it starts like a zip but is cut off or damaged (a report),
+    UsageError when it is no zip at all (exit 2)."""
     if not path.is_file():
         msg = f"{path}: no such file"
         raise UsageError(msg)
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        msg = f"{path.name}: not a zip archive ({exc}); the file may be truncated"
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(len(_ZIP_LOCAL_HEADER))
+        except OSError:
+            head = b""
+        if head == _ZIP_LOCAL_HEADER:
+            msg = (
+                f"the archive is truncated or damaged: its central directory cannot be read "
+                f"({exc}); download or build the wheel again"
+            )
+            raise _DamagedZip(msg) from exc
+        msg = f"{path.name}: not a zip archive ({exc})"
         raise UsageError(msg) from exc
 
 
@@ -715,8 +748,15 @@ def _scan_members(
     """Scan every member, in archive order. A full scan reads to the end (CRC and RECORD hash)."""
     lock = threading.Lock()
     if not full:
-        # Header reads are interpreter-bound; threads would only add overhead.
-        return [_scan_member(archive, info, None, lock) for info in files if info.file_size >= 8]
+        # Header reads are interpreter-bound; threads would only add overhead. Members whose
+        # first bytes show they are no binary need no second look.
+        candidates = [info for info in files if info.file_size >= 8]
+        heads = member_heads(Path(archive.filename), candidates) if archive.filename else {}
+        return [
+            _scan_member(archive, info, None, lock)
+            for info in candidates
+            if (head := heads.get(id(info))) is None or is_native(head)
+        ]
 
     def algorithm(info: zipfile.ZipInfo) -> str:
         entry = (record or {}).get(info.filename)
@@ -793,20 +833,22 @@ def _choose_target(
     if all(p.os == "any" for p in platforms) and binaries:
         detail = f"tagged 'any' but ships native code ({binaries[0].path})"
         problems.append(Problem("tag-mismatch", binaries[0].path, detail))
-    if requested is not None:
-        if not any(_fits(p, requested) for p in platforms):
-            verb = "does" if len(platforms) == 1 else "do"
-            noun = "tag" if len(platforms) == 1 else "tags"
-            detail = f"platform {noun} {tags} {verb} not fit target '{requested.name}'"
-            problems.append(Problem("tag-mismatch", None, detail))
-        return requested, problems
-    if all(p.os == "any" for p in platforms):
+    if requested is None and all(p.os == "any" for p in platforms):
         return None, problems
-    implied = _implied_target(platforms)
-    if implied is None:
+    chosen = requested if requested is not None else _implied_target(platforms)
+    if chosen is None:
         detail = f"platform tag {tags} is not one tfwheels checks ({', '.join(TARGETS)})"
         problems.append(Problem("tag-mismatch", None, detail))
-    return implied, problems
+    elif not any(_fits(p, chosen) for p in platforms):
+        # Also for the target the tag implies: macosx_12_3_arm64 names an arm64 Mac, but pip
+        # there only accepts macosx_N_0 (N >= 11) for arm64; such a wheel never installs.
+        verb = "does" if len(platforms) == 1 else "do"
+        noun = "tag" if len(platforms) == 1 else "tags"
+        detail = f"platform {noun} {tags} {verb} not fit target '{chosen.name}'"
+        if requested is None:
+            detail += "; pip on that platform never accepts it (see packaging.tags.mac_platforms)"
+        problems.append(Problem("tag-mismatch", None, detail))
+    return chosen, problems
 
 
 def _implied_target(platforms: tuple[PlatformTag, ...]) -> Target | None:
@@ -1071,7 +1113,11 @@ def _elf_library_problems(
 ) -> list[Problem]:
     here = posixpath.dirname(binary.path)
     own_dirs = [d for d in (_expand_rpath(here, r) for r in binary.rpaths) if d is not None]
-    problems: list[Problem] = []
+    problems = [
+        Problem("external-library", binary.path, reason)
+        for rpath in binary.rpaths
+        if (reason := _elf_rpath_reason(here, rpath)) is not None
+    ]
     for library in binary.libraries:
         if _manylinux_allows(library, glibc_cap):
             continue
@@ -1085,6 +1131,19 @@ def _elf_library_problems(
         )
         problems.append(Problem("external-library", binary.path, detail))
     return problems
+
+
+def _elf_rpath_reason(here: str, rpath: str) -> str | None:
+    """Why an RPATH/RUNPATH entry points off the user's machine (a build directory, /home,
+    /tmp, /opt ...), or None for $ORIGIN-relative ones and the system library directories."""
+    if _expand_rpath(here, rpath) is not None:
+        return None
+    if rpath.startswith("/"):
+        normal = posixpath.normpath(rpath)
+        if any(normal == d or normal.startswith(d + "/") for d in _LINUX_SYSTEM_DIRS):
+            return None
+        return f"rpath {rpath} points outside the wheel"
+    return f"rpath {rpath} is relative to the current directory, not to the library ($ORIGIN)"
 
 
 def _manylinux_allows(library: str, glibc_cap: tuple[int, int] | None) -> bool:

@@ -34,6 +34,7 @@ def verify_command(
     fix_signatures: bool = False,
     output: str | None = None,
     resolve: ResolveOptions | None = None,
+    check_record: bool = True,
 ) -> int:
     """Verify the wheels named by ``paths`` (a directory means every ``*.whl`` in it) and print.
 
@@ -41,8 +42,10 @@ def verify_command(
     ``fix_signatures`` each wheel whose ad-hoc signatures went stale is first repaired into
     ``output`` (default: ``fixed/`` beside it), and the repaired copy is what gets verified.
     With ``resolve``, pip's resolver says whether the set and all it requires install on the
-    target. JSON goes to stdout as ``{"wheels": [...]}`` (plus ``"repairs"`` and
-    ``"resolution"``); otherwise tables go to the results console. Returns 0 when every wheel is
+    target: once per target when the set mixes platforms, each time with the wheels that fit it.
+    ``check_record=False`` reads headers only (see verify_wheel). JSON goes to stdout as
+    ``{"wheels": [...]}`` (plus ``"repairs"`` and ``"resolution"``: one target's object, or
+    ``{"ok", "targets": [...]}`` with one per target); otherwise tables go to the results console. Returns 0 when every wheel is
     OK and everything resolved, 1 otherwise. A path that is not a wheel, or an unknown target,
     raises UsageError (exit 2).
     """
@@ -54,41 +57,62 @@ def verify_command(
             for wheel in wheels
         ]
         wheels = [repair.output or repair.wheel for repair in repairs]
-    reports = verify_wheels(wheels, target, python=python)
-    resolution = None
+    reports = verify_wheels(wheels, target, python=python, check_record=check_record)
+    resolutions: list[Resolution] = []
     if resolve is not None:
-        resolution = _resolve(wheels, reports, target, dataclasses.replace(resolve, python=python))
+        resolutions = _resolve(wheels, reports, target, dataclasses.replace(resolve, python=python))
     if as_json:
         document: dict[str, Any] = {"wheels": [report.to_json() for report in reports]}
         if fix_signatures:
             document["repairs"] = [repair.to_json() for repair in repairs]
-        if resolution is not None:
-            document["resolution"] = resolution.to_json()
+        if len(resolutions) == 1:
+            document["resolution"] = resolutions[0].to_json()
+        elif resolutions:
+            document["resolution"] = {
+                "ok": all(r.ok for r in resolutions),
+                "targets": [r.to_json() for r in resolutions],
+            }
         print(json.dumps(document, indent=2))
     else:
         render_reports(reports)
         if fix_signatures:
             out.print(_repair_table(repairs))
-        if resolution is not None:
+        for resolution in resolutions:
             out.print(_resolution_table(resolution))
-    ok = all(report.ok for report in reports) and (resolution is None or resolution.ok)
+    ok = all(report.ok for report in reports) and all(r.ok for r in resolutions)
     return 0 if ok else 1
 
 
 def _resolve(
     wheels: list[Path], reports: list[WheelReport], target: str | None, options: ResolveOptions
-) -> Resolution:
-    """Resolve the set for ``target`` (default: what the wheels' tags imply) and file each
-    unresolvable requirement in the report of the wheel it belongs to."""
-    chosen = target or next((report.target for report in reports if report.target), None)
-    if chosen is None:
-        msg = "--resolve needs a platform: give --target (the wheels are all pure Python)"
-        raise UsageError(msg)
-    resolution = resolve_wheels(wheels, chosen, options)
-    problems = resolution.problems_for(wheels)
-    for report in reports:
-        report.problems.extend(problems.get(report.wheel, []))
-    return resolution
+) -> list[Resolution]:
+    """Resolve the set for ``target``, or, by default, once for each target the wheels' tags
+    imply, with the wheels for that target and the pure ones (a linux wheel beside a mac one
+    is not resolved for the Mac); file each unresolvable requirement in the report of the wheel
+    it belongs to."""
+    if target is not None:
+        groups = {target: wheels}
+    else:
+        targets = list(dict.fromkeys(report.target for report in reports if report.target))
+        pure = [w for w, report in zip(wheels, reports, strict=True) if report.target is None]
+        groups = {
+            chosen: [
+                w for w, report in zip(wheels, reports, strict=True)
+                if report.target == chosen or report.target is None
+            ]
+            for chosen in targets
+        }
+        if not groups and pure:
+            msg = "--resolve needs a platform: give --target (the wheels are all pure Python)"
+            raise UsageError(msg)
+    resolutions = []
+    by_name = {report.wheel: report for report in reports}
+    for chosen, group in groups.items():
+        resolution = resolve_wheels(group, chosen, options)
+        for name, problems in resolution.problems_for(group).items():
+            by_name[name].problems.extend(problems)
+        resolutions.append(resolution)
+    return resolutions
 
 
 def expand_wheel_paths(paths: Iterable[str]) -> list[Path]:
@@ -152,6 +176,11 @@ def _repair_table(repairs: Sequence[Repair]) -> Table:
     table.add_column("Detail", overflow="fold")
     for repair in repairs:
         written = f" -> {repair.output}" if repair.output else ""
+        if repair.refused:
+            table.add_row(
+                Text(repair.wheel.name), Text("-"), Text("refused", style="red"), Text(repair.refused)
+            )
+            continue
         if not repair.fixes:
             table.add_row(Text(repair.wheel.name), Text("-"), Text("none"), Text("nothing stale"))
         for fix in repair.fixes:

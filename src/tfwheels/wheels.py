@@ -17,7 +17,7 @@ from filelock import FileLock
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tfwheels.atomic import copy_atomic, write_atomic
-from tfwheels.errors import WheelError
+from tfwheels.errors import UsageError, WheelError
 from tfwheels.interrupts import checkpoint
 from tfwheels.problems import Problem
 from tfwheels.profiles import Profile, file_sha256
@@ -117,6 +117,9 @@ def collect(
     wheel that fails it is rejected like one that fails verification (kind ``smoke-test``), so
     no wheel reaches ``dist/`` that would not import on a host like this one.
 
+    A wheel that cannot be verified at all (not a zip, a name that is no wheel's) is rejected
+    with a report that says so, and the others are still collected.
+
     A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
     two builds from writing the manifest at once.
     """
@@ -129,9 +132,12 @@ def collect(
         manifest = read_manifest(dist)
         for wheel in sorted(wheels):
             wheel_set = _wheel_set(wheel, companions, dist)
-            report = verify_wheel(
-                wheel, profile.platform, companions=wheel_set, python=profile.python.version
-            )
+            try:
+                report = verify_wheel(
+                    wheel, profile.platform, companions=wheel_set, python=profile.python.version
+                )
+            except (UsageError, OSError) as exc:
+                report = _unverifiable(wheel, profile.platform, exc)
             report.problems.extend(Problem("metadata", None, p) for p in name_problems(wheel, profile))
             tried = smoke(wheel) if smoke is not None and report.ok else None
             # Stopped during the smoke test: its failure says nothing about the wheel.
@@ -174,6 +180,17 @@ def _wheel_set(wheel: Path, companions: Iterable[Path], dist: Path) -> list[Path
             seen.add(other.name)
             chosen.append(other)
     return chosen
+
+
+def _unverifiable(wheel: Path, target: str | None, exc: Exception) -> WheelReport:
+    """The report on a file verify_wheel could not read as a wheel at all."""
+    from tfwheels.verify import WheelReport
+
+    try:
+        parse_wheel_filename(wheel.name)
+    except ValueError:
+        return WheelReport(wheel.name, target, [], [])  # name_problems says what is wrong
+    return WheelReport(wheel.name, target, [], [Problem("zip-integrity", None, str(exc))])
 
 
 def _reject(wheel: Path, report: WheelReport, rejected_dir: Path) -> None:

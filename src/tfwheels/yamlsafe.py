@@ -8,6 +8,7 @@ line so a validation error can say ``file:line field: problem``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ MAX_DEPTH = 32
 MAX_NODES = 20_000
 
 Loc = tuple[str | int, ...]
+
+# Mapping keys a profile may use: field names, environment variable names, header names such as
+# x-buildbuddy-api-key, versions such as "2.16", platform properties such as Pool or a:b. Anything
+# else (a newline, an ANSI escape, spaces) would break the one-line error rule if echoed.
+_KEY = re.compile(r"[A-Za-z0-9_.:+-]+")
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _CORE_TAGS = {
@@ -74,7 +80,7 @@ class _Converter:
         if isinstance(node, SequenceNode):
             return [self.convert(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
-        return _scalar_value(node)
+        return _scalar_value(node, self.file)
 
     def _mapping(self, node: MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -85,6 +91,14 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 raise _fail(self.file, line, "keys must be plain strings")
             key = key_node.value
+            if not _KEY.fullmatch(key):
+                shown = key if len(key) <= 40 else key[:40] + "..."
+                where = ".".join(str(p) for p in loc)
+                msg = (
+                    f"{where + ': ' if where else ''}key {shown!r} is not allowed; "
+                    "keys use letters, digits and _ . : + - only"
+                )
+                raise _fail(self.file, line, ascii_only(msg))
             if key in result:
                 where = ".".join(str(p) for p in (*loc, key))
                 msg = f"{where}: duplicate key; keep one of them"
@@ -94,24 +108,74 @@ class _Converter:
         return result
 
 
-def _scalar_value(node: ScalarNode) -> Any:
+def ascii_only(text: str) -> str:
+    """``text`` with every non-printable or non-ASCII character escaped, for a one-line message."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _scalar_value(node: ScalarNode, file: str = "<profile>") -> Any:
     """Construct one scalar with the safe constructor (ints, floats, bools, null, strings)."""
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except ValueError as exc:  # e.g. an int of more than 4300 digits (sys.set_int_max_str_digits)
+        line = node.start_mark.line + 1
+        msg = f"value of {len(node.value)} characters is not a usable number; quote it or shorten it"
+        raise _fail(file, line, msg) from exc
     finally:
         loader.dispose()
+
+
+def _flow_depth(text: str) -> tuple[int, int]:
+    """The deepest nesting of flow brackets outside quotes and comments, and its first line.
+
+    PyYAML's composer recurses once per level, so ``a: [[[[...`` thousands deep would end in a
+    RecursionError before the converter could count the levels; this scan looks first. It
+    over-counts at worst (a ``[`` inside a plain scalar), which only matters past MAX_DEPTH.
+    """
+    depth = deepest = 0
+    line = deepest_line = 1
+    quote = ""
+    comment = False
+    previous = " "
+    for char in text:
+        if char == "\n":
+            line += 1
+            comment = False
+        elif comment:
+            pass
+        elif quote:
+            if char == quote and not (quote == '"' and previous == "\\"):
+                quote = ""
+        elif char in "'\"" and previous in " \t[{,:":
+            quote = char
+        elif char == "#" and previous in " \t":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        previous = char if not (previous == "\\" and char == "\\") else " "
+        if char == "\n":
+            previous = " "
+    return deepest, deepest_line
 
 
 def load_located(path: Path, display: str | None = None) -> Located:
     """Read ``path`` as a YAML mapping with line numbers; raise ProfileError with file:line."""
     file = display or str(path)
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise _fail(file, 1, f"file is {size} bytes, over the {MAX_BYTES} byte limit for a profile")
+        with path.open("rb") as handle:  # at most one byte past the limit: it may grow meanwhile
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ProfileError(f"{file}:1 cannot read the file: {exc.strerror}") from exc
     if len(raw) > MAX_BYTES:
-        raise _fail(file, 1, f"file is {len(raw)} bytes, over the {MAX_BYTES} byte limit for a profile")
+        raise _fail(file, 1, f"file is over the {MAX_BYTES} byte limit for a profile")
     if b"\0" in raw:
         line = raw[: raw.index(b"\0")].count(b"\n") + 1
         raise _fail(file, line, "contains a NUL byte; profiles are UTF-8 text")
@@ -120,8 +184,14 @@ def load_located(path: Path, display: str | None = None) -> Located:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise _fail(file, line, "is not valid UTF-8; save it as UTF-8") from exc
+    depth = _flow_depth(text)
+    if depth[0] > MAX_DEPTH:
+        msg = f"nested deeper than {MAX_DEPTH} levels ([ or {{ opened {depth[0]} deep); flatten it"
+        raise _fail(file, depth[1], msg)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError as exc:  # a nesting the pre-scan did not see (e.g. block in flow)
+        raise _fail(file, 1, f"nested too deep for YAML to read; flatten it to {MAX_DEPTH} levels") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

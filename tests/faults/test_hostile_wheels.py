@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -35,25 +36,48 @@ def _verify(path: Path) -> tuple[bool, list[str]] | None:
     return report.ok, sorted({p.kind for p in report.problems})
 
 
+def _guarded_ranges(source: Path) -> list[tuple[int, int, str]]:
+    """Byte ranges (start, end, name) of the stored data of each binary, RECORD and METADATA."""
+    raw = source.read_bytes()
+    ranges = []
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith((".so", ".dylib", ".dist-info/RECORD", ".dist-info/METADATA")):
+                continue
+            name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+            start = info.header_offset + 30 + name_len + extra_len
+            ranges.append((start, start + info.compress_size, info.filename))
+    return ranges
+
+
 def test_raw_byte_mutations_never_crash_or_hang(tmp_path: Path) -> None:
     rng = random.Random(SEED)
+    guarded = {source: _guarded_ranges(source) for source in WHEELS}
+    hits = 0
     for i in range(RAW_MUTATIONS):
         source = rng.choice(WHEELS)
-        data = bytearray(source.read_bytes())
+        original = source.read_bytes()
+        data = bytearray(original)
+        changed: list[int] = []
         for _ in range(rng.randint(1, 8)):
             pos = rng.randrange(len(data))
             data[pos] = rng.randrange(256)
-        if rng.random() < 0.2:
+            if data[pos] != original[pos]:
+                changed.append(pos)
+        truncated = rng.random() < 0.2
+        if truncated:
             data = data[: rng.randrange(len(data))]  # truncation
         target = tmp_path / source.name
         target.write_bytes(bytes(data))
         with bounded(2.0):
-            result = _verify(target)
-        if result is not None and bytes(data) != source.read_bytes():
-            ok, kinds = result
-            # A change the zip format itself ignores (e.g. a timestamp) may verify; anything
-            # inside the data of a member must not.
-            assert ok or kinds, kinds
+            result = _verify(target)  # never a traceback: anything but a one-line UsageError fails here
+        inside = [name for pos in changed if pos < len(data) for start, end, name in guarded[source] if start <= pos < end]
+        if inside or truncated:
+            hits += 1
+            # A change the zip format itself ignores (e.g. a timestamp) may verify; a changed byte
+            # inside a binary, RECORD or METADATA, or a cut-off archive, must not.
+            assert result is None or not result[0], f"mutation {i}: {inside or 'truncated'} changed, verified ok"
+    assert hits > RAW_MUTATIONS // 10  # the guarded members are hit often enough to mean something
     count("wheel mutations", RAW_MUTATIONS)
 
 
@@ -120,7 +144,63 @@ def test_symlink_and_duplicate_entries(tmp_path: Path) -> None:
         new.writestr(link, "/etc/passwd")
     ok, kinds = _verify(target)  # type: ignore[misc]
     assert not ok and "unsafe-path" in kinds
-    count("wheel mutations")
+    duplicate = tmp_path / "dup" / source.name
+    duplicate.parent.mkdir()
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(duplicate, "w") as new, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is told to write
+        for info in old.infolist():
+            new.writestr(info, old.read(info))
+        metadata = next(i for i in old.infolist() if i.filename.endswith(".dist-info/METADATA"))
+        new.writestr(metadata.filename, old.read(metadata) + b"Requires-Dist: evil\n")
+    with zipfile.ZipFile(duplicate) as archive:
+        assert archive.namelist().count(metadata.filename) == 2
+    ok, kinds = _verify(duplicate)  # type: ignore[misc]
+    assert not ok and "zip-integrity" in kinds, kinds
+    count("wheel mutations", 2)
+
+
+def _central_directory(data: bytes) -> tuple[int, int, list[bytes]]:
+    """(offset of the end record, offset of the central directory, its records)."""
+    eocd = data.rindex(b"PK\x05\x06")
+    size, offset = struct.unpack("<II", data[eocd + 12 : eocd + 20])
+    records, pos = [], offset
+    while pos < offset + size:
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        end = pos + 46 + name_len + extra_len + comment_len
+        records.append(data[pos:end])
+        pos = end
+    return eocd, offset, records
+
+
+def _with_directory(data: bytes, records: list[bytes]) -> bytes:
+    eocd, offset, _ = _central_directory(data)
+    directory = b"".join(records)
+    end = bytearray(data[eocd:])
+    end[8:20] = struct.pack("<HHII", len(records), len(records), len(directory), offset)
+    return data[:offset] + directory + bytes(end)
+
+
+def test_overlapping_entries_are_never_ok(tmp_path: Path) -> None:
+    """Two central-directory entries pointing at the same local header: under two names (the
+    .py entry made to point at the binary's data), and the binary's entry listed twice."""
+    source = next(w for w in WHEELS if "macosx_11_0_arm64" in w.name)
+    data = source.read_bytes()
+    _, _, records = _central_directory(data)
+    names = [r[46 : 46 + struct.unpack("<H", r[28:30])[0]] for r in records]
+    so = next(i for i, n in enumerate(names) if n.endswith(b".so"))
+    py = next(i for i, n in enumerate(names) if n.endswith(b".py"))
+    redirected = bytearray(records[py])
+    redirected[42:46] = records[so][42:46]  # relative offset of the local header
+    two_names = [*records[:py], bytes(redirected), *records[py + 1 :]]
+    listed_twice = [*records, records[so]]
+    for i, variant in enumerate((two_names, listed_twice)):
+        target = tmp_path / str(i) / source.name
+        target.parent.mkdir()
+        target.write_bytes(_with_directory(data, variant))
+        with bounded(2.0):
+            result = _verify(target)
+        assert result is None or (not result[0] and "zip-integrity" in result[1]), result
+        count("wheel mutations")
 
 
 def _macho_with_bad_load_command(size_of_cmds: int) -> bytes:

@@ -89,6 +89,30 @@ def no_children_left(tree: Path) -> None:
                 raise AssertionError(f"Bazel client left behind: {cmdline}")
 
 
+def private_tmp(base: Path) -> dict[str, str]:
+    """TMPDIR for one run: the system temp folder, private to the test so it can be checked."""
+    tmp = base / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return {"TMPDIR": str(tmp)}
+
+
+def no_temporaries(base: Path) -> None:
+    """No temporary file of tfwheels is left: ``tfwheels-*`` scratch folders (patch staging,
+    smoke-test venvs, ...) in the run's temp folder, ``*.partial`` atomic writes and half-made
+    ``.NAME.XXXXXXXX`` staging folders under build/ and dist/."""
+    tmp = base / "tmp"
+    left = [p.name for p in tmp.iterdir() if p.name.startswith("tfwheels-")] if tmp.is_dir() else []
+    assert not left, f"left in the temp folder: {left}"
+    for folder in (base / "build", base / "dist"):
+        if not folder.exists():
+            continue
+        partial = [str(p) for p in folder.rglob("*") if p.name.endswith((".partial", ".tmp"))]
+        assert not partial, f"partial files left: {partial}"
+        src = folder / "src"
+        staging = [p.name for p in src.iterdir() if p.name.startswith(".")] if src.is_dir() else []
+        assert not staging, f"staging folders left in {src}: {staging}"
+
+
 def dist_is_clean(dist: Path) -> None:
     if dist.exists():
         assert not [p.name for p in dist.iterdir() if p.name.startswith(".")], list(dist.iterdir())
@@ -100,7 +124,8 @@ def test_signal_while_bazel_builds(
 ) -> None:
     tree, flag = make_tree(tmp_path, "tree", bazel_trees)
     flag.touch()
-    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"))
+    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"),
+                            **private_tmp(tmp_path))
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
     wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the slow genrule to run")
@@ -114,6 +139,7 @@ def test_signal_while_bazel_builds(
     wait_for(lambda: not running(f"while [ -f {flag} ]", t0), "the genrule to be cancelled", 30)
     no_children_left(tree)
     dist_is_clean(tmp_path / "dist")
+    no_temporaries(tmp_path)
     assert not list((tmp_path / "dist").glob("*.whl"))
     flag.unlink()
     returncode, _, stderr = finish(start(["build-tf", "--profile", "example", "--source", str(tree)], env))
@@ -146,11 +172,12 @@ def test_sigint_while_patching_leaves_the_tree_as_it_was(
     _stand_in(shims, "patch", "/usr/bin/patch", flag)
     env = fixed_example.env(
         TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"),
-        PATH=f"{shims}{os.pathsep}{os.environ['PATH']}",
+        PATH=f"{shims}{os.pathsep}{os.environ['PATH']}", **private_tmp(tmp_path),
     )
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
     wait_for(lambda: bool(running(f"{shims}/patch ", t0)), "the patch step to run")
+    assert list((tmp_path / "tmp").glob("tfwheels-patch-*")), "the patch staging folder should exist now"
     proc.send_signal(signal.SIGINT)
     returncode, _, stderr = finish(proc)
     assert returncode == 130, stderr[-2000:]
@@ -161,6 +188,7 @@ def test_sigint_while_patching_leaves_the_tree_as_it_was(
     assert {p: b for p, b in after.items() if p not in rendered} == before
     assert not (tree / ".tfwheels" / "state.json").exists()
     no_children_left(tree)
+    no_temporaries(tmp_path)
     flag.unlink()
     returncode, _, stderr = finish(start(["build-tf", "--profile", "example", "--source", str(tree)], env))
     assert returncode == 0, stderr[-2000:]
@@ -175,7 +203,8 @@ def test_sigint_while_packaging_leaves_dist_untouched(
     python = _stand_in(tmp_path / "shims", "python3", sys.executable, flag, when="setup.py")
     profile = tmp_path / "slow-packaging.yaml"
     profile.write_text(f"extends: tf/example\nenv:\n  PYTHON_BIN_PATH: {python}\n")
-    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"))
+    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"),
+                            **private_tmp(tmp_path))
     flag.touch()
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
@@ -186,6 +215,7 @@ def test_sigint_while_packaging_leaves_dist_untouched(
     assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
     no_children_left(tree)
     dist_is_clean(tmp_path / "dist")
+    no_temporaries(tmp_path)
     assert not list((tmp_path / "dist").glob("*.whl"))
     flag.unlink()
     returncode, _, stderr = finish(start(["build-tf", "--profile", str(profile), "--source", str(tree)], env))
@@ -245,7 +275,8 @@ def test_sigint_while_collecting_rejects_nothing_and_leaves_dist_whole(
         "extends: tf/example\n"
         f"test_command: [sh, -c, 'while [ -f {flag} ]; do sleep 0.2; done']\n"
     )
-    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"))
+    env = fixed_example.env(TFWHEELS_BUILD=str(tmp_path / "build"), TFWHEELS_DIST=str(tmp_path / "dist"),
+                            **private_tmp(tmp_path))
     flag.touch()
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
@@ -255,6 +286,7 @@ def test_sigint_while_collecting_rejects_nothing_and_leaves_dist_whole(
     assert returncode == 130, stderr[-2000:]
     assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
     dist_is_clean(tmp_path / "dist")
+    no_temporaries(tmp_path)
     assert not list((tmp_path / "dist").glob("*.whl"))
     assert not (tmp_path / "build" / "rejected").exists() or not list((tmp_path / "build" / "rejected").iterdir())
     flag.unlink()

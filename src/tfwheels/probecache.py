@@ -1,0 +1,70 @@
+"""Answers of tools about themselves, kept until the tool's files change.
+
+Every build asks its Python where its site-packages are, Bazel for its version and dpkg for the
+Debian package's version: a tenth of a second of subprocesses that a no-op rebuild (0.3 s of
+Bazel) should not pay each time. An answer is kept in ``probes.json`` in tfwheels' per-user cache folder under the probe's
+name and a fingerprint of the files it depends on (path, size, mtime, inode); a changed, moved
+or reinstalled tool changes the fingerprint, so a stale answer is never used. The file is a
+cache: unreadable or damaged, it is ignored and written anew; TFWHEELS_NO_PROBE_CACHE=1 turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tfwheels.atomic import write_atomic
+from tfwheels.remote import user_cache_dir
+
+_FILE = "probes.json"
+_MOST_ENTRIES = 64  # a cache, not a history: a few tools on a few paths
+
+
+def fingerprint(paths: Iterable[Path]) -> str | None:
+    """A key that changes when any of ``paths`` (followed through links) changes; None when one
+    cannot be read, which means: do not cache."""
+    parts = []
+    for path in paths:
+        try:
+            real = path.resolve()
+            info = real.stat()
+        except OSError:
+            return None
+        parts.append(f"{path}>{real}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}")
+    return "|".join(parts)
+
+
+def cached(name: str, depends_on: Iterable[Path], compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON-able answer, reused while the files in ``depends_on`` are unchanged.
+
+    ``None`` answers are not kept (a probe that failed is asked again next time).
+    """
+    key = fingerprint(depends_on)
+    if key is None or os.environ.get("TFWHEELS_NO_PROBE_CACHE"):
+        return compute()
+    path = user_cache_dir() / _FILE
+    entries = _load(path)
+    entry = entries.get(name)
+    if isinstance(entry, dict) and entry.get("key") == key and "value" in entry:
+        return entry["value"]
+    value = compute()
+    if value is not None:
+        entries[name] = {"key": key, "value": value}
+        for stale in list(entries)[: max(0, len(entries) - _MOST_ENTRIES)]:
+            del entries[stale]
+        try:
+            write_atomic(path, json.dumps(entries, indent=1, sort_keys=True).encode(), 0o644)
+        except OSError:
+            pass  # a read-only home still builds; it only asks again next time
+    return value
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
