@@ -23,6 +23,7 @@ from tfwheels.interrupts import checkpoint
 from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
 from tfwheels.profiles import file_sha256
+from tfwheels.run import Result
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
@@ -328,14 +329,18 @@ def _run_stages(
     with _stage(result, "build"), remote_session(plan, build=True):
         log_start = plan.log_path.stat().st_size if plan.log_path.is_file() else 0
         monitor.tail_bep(True)
-        try:
-            outcome = run_bazel(
+
+        def build() -> Result:
+            return run_bazel(
                 plan.build_argv,
                 cwd=tree,
                 env=plan.environment(),
                 log_path=plan.log_path,
                 on_line=_tee(watch, monitor.on_line, on_line),
             )
+
+        try:
+            outcome = build()
             # A gRPC cache that refuses the credential is first seen by Bazel (the preflight
             # only reaches it by TCP); with local_fallback on, build once more without it.
             if not outcome.ok and local_retry_warranted(
@@ -347,13 +352,7 @@ def _run_stages(
                     highlight=False,
                 )
                 use_local_only(plan.remote)
-                outcome = run_bazel(
-                    plan.build_argv,
-                    cwd=tree,
-                    env=plan.environment(),
-                    log_path=plan.log_path,
-                    on_line=_tee(watch, monitor.on_line, on_line),
-                )
+                outcome = build()
         finally:
             monitor.tail_bep(False)
         result.bazel_exit = outcome.exit_code
