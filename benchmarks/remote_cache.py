@@ -10,8 +10,10 @@ the cache hits. Target: warm at most half the cold wall time, and every cacheabl
 
 Usage: python benchmarks/remote_cache.py [--runs N] [--extra-units N]
 
-``--extra-units N`` adds N generated C++ files (about a second of compiling each) to the copies,
-to show how the ratio moves once actions, not Bazel's fixed start-up and analysis, dominate.
+``--extra-units N`` (default 8) adds N generated C++ files (about a second of compiling each) to
+the copies. The bare example (``--extra-units 0``) compiles for a tenth of a second in a build of
+about nine: there the ratio measures Bazel's start-up and analysis in a fresh output base, which
+no cache can save (measured: 0.92, every action a hit). A TensorFlow build is the other way round.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def one_round(work: Path, round_no: int, extra_units: int) -> tuple[Run, Run]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--extra-units", type=int, default=0)
+    parser.add_argument("--extra-units", type=int, default=8)
     args = parser.parse_args()
     if find_nginx() is None:
         sys.exit("nginx is not installed (apt-get install nginx-light)")

@@ -260,7 +260,7 @@ def test_a_broken_facts_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as caught:
         load_facts(tmp_path)
     message = str(caught.value)
-    assert "tff_requirements.yaml tensorflow_federated.0.87.0.tensorflow:" in message
+    assert "tff_requirements.yaml:3 tensorflow_federated.0.87.0.tensorflow:" in message
     assert "'tensorflow=2.14' is not a requirement" in message and "\n" not in message
 
 

@@ -273,7 +273,8 @@ def configure(root: Path, project: str, profile_name: str | None, *, source: str
         for dest in stale:
             out.print(f"out of date: {dest}")
         return 1 if stale else 0
-    written = write_rendered(plan.rendered, tree)
+    with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
+        written = write_rendered(plan.rendered, tree)
     for dest in sorted(plan.rendered):
         out.print(f"{'wrote' if dest in written else 'unchanged'}: {tree / dest}")
     return 0
@@ -286,10 +287,11 @@ def patch(root: Path, project: str, profile_name: str | None, *, source: str | N
     if not tree.is_dir():
         msg = f"{tree} does not exist yet; run `invoke fetch --profile {profile.name}` or pass --source"
         raise UsageError(msg)
-    if revert:
-        report = revert_series(tree)
-    else:
-        report = apply_series(tree, load_series(profile, layout.patches))
+    with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
+        if revert:
+            report = revert_series(tree)
+        else:
+            report = apply_series(tree, load_series(profile, layout.patches))
     if as_json:
         _print_json({**report.to_json(), "state": read_state(tree)["applied"]})
         return 0
@@ -381,7 +383,9 @@ def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | Non
     layout, profile = _profile(root, project, profile_name)
     from tfwheels.fetch import fetch_source
 
-    _tree, done = fetch_source(profile, layout, Path(dest) if dest else None, force=force)
+    tree = Path(dest).resolve() if dest else source_tree(profile, layout, None)
+    with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
+        _tree, done = fetch_source(profile, layout, Path(dest) if dest else None, force=force)
     out.print(done, highlight=False)
     return 0
 

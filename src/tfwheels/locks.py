@@ -36,6 +36,15 @@ def tree_lock_path(tree: Path) -> Path:
     return user_cache_dir() / "locks" / f"tree-{digest}.lock"
 
 
+def dist_lock_path(dist: Path) -> Path:
+    """The lock of a dist/ folder (its manifest is rewritten by every collect), kept outside it
+    so that dist/ holds only wheels and the manifest."""
+    from tfwheels.remote import user_cache_dir
+
+    digest = hashlib.sha256(str(dist.resolve()).encode()).hexdigest()[:16]
+    return user_cache_dir() / "locks" / f"dist-{digest}.lock"
+
+
 def _holder_path(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 
@@ -55,11 +64,20 @@ def hold(lock_path: Path, what: str, wait: bool, timeout: float | None = None) -
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path))
     try:
-        lock.acquire(timeout=(timeout if timeout is not None else -1) if wait else 0)
+        lock.acquire(timeout=0)
     except Timeout:
         holder = describe_holder(lock_path)
-        msg = f"{what} is in use by {holder} (lock {lock_path}); wait for it to finish or pass --wait"
-        raise LockBusy(msg) from None
+        if not wait:
+            msg = f"{what} is in use by {holder} (lock {lock_path}); wait for it to finish or pass --wait"
+            raise LockBusy(msg) from None
+        from tfwheels.console import err
+
+        err.print(f"waiting: {what} is in use by {holder}", highlight=False, markup=False)
+        try:
+            lock.acquire(timeout=timeout if timeout is not None else -1)
+        except Timeout:
+            msg = f"{what} is still in use by {describe_holder(lock_path)} after {timeout:.0f} s (lock {lock_path})"
+            raise LockBusy(msg) from None
     holder = _holder_path(lock_path)
     try:
         info = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.time()}

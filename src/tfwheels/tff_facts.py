@@ -78,14 +78,17 @@ def load_facts(configs: Path) -> TffFacts | None:
     path = configs / FACTS_FILE
     if not path.is_file():
         return None
-    data: Any = load_located(path, str(path)).data
+    located = load_located(path, str(path))
     try:
-        return TffFacts.model_validate(data)
+        return TffFacts.model_validate(located.data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"])
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = ".".join(str(part) for part in loc)
         problem = str(first["msg"]).removeprefix("Value error, ").splitlines()[0]
-        msg = f"{path} {field}: {problem}; fix the facts file"
+        # The line of the value, else of the nearest enclosing key that has one.
+        line = next((located.lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in located.lines), 1)
+        msg = f"{path}:{line} {field}: {problem}; fix the facts file"
         raise ProfileError(msg) from None
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import UsageError, WheelError
 from tfwheels.interrupts import checkpoint
+from tfwheels.locks import dist_lock_path, hold
 from tfwheels.problems import Problem
 from tfwheels.profiles import Profile, file_sha256
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from tfwheels.verify import WheelReport
 
 MANIFEST = "manifest.json"
-LOCK = "dist.lock"
 
 
 @dataclass
@@ -120,15 +119,16 @@ def collect(
     A wheel that cannot be verified at all (not a zip, a name that is no wheel's) is rejected
     with a report that says so, and the others are still collected.
 
-    A lock (beside the rejected folder, so ``dist/`` holds only wheels and the manifest) keeps
-    two builds from writing the manifest at once.
+    A lock per dist folder (kept outside it, so ``dist/`` holds only wheels and the manifest)
+    keeps two builds from writing the manifest at once; the second waits, naming the first.
     """
     from tfwheels.verify import verify_wheel  # parsing binaries costs imports; only here
 
     dist.mkdir(parents=True, exist_ok=True)
     rejected_dir.parent.mkdir(parents=True, exist_ok=True)
     result = Collected()
-    with FileLock(str(rejected_dir.parent / LOCK)):
+    # Collecting takes seconds: a second build waits for the first (and says for whom).
+    with hold(dist_lock_path(dist), f"dist folder {dist}", wait=True):
         manifest = read_manifest(dist)
         for wheel in sorted(wheels):
             wheel_set = _wheel_set(wheel, companions, dist)
