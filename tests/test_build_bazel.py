@@ -163,6 +163,23 @@ def test_tff_builds_against_the_tf_wheel_and_both_import(project: dict[str, Path
     assert check.stdout.split() == ["0.1.0", "7.0"]
 
 
+def test_tff_can_take_the_tf_wheel_from_a_folder_in_its_tree(project: dict[str, Path]) -> None:
+    # TFF at HEAD reads local wheels from its own dist/ (local_wheel_dist_folder = "dist"):
+    # requires.tree_folder puts the TF wheel there as well, and a rerun replaces only its own.
+    profile = project["base"] / "tff-tree-folder.yaml"
+    profile.write_text("extends: tff/example\nrequires:\n  tree_folder: dist\n")
+    mine = project["tff"] / "dist" / "users-own.txt"
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_text("not a wheel of ours")
+    result = run(project, "build-tff", "--profile", str(profile), "--source", str(project["tff"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    staged = sorted(p.name for p in (project["tff"] / "dist").iterdir())
+    tf_wheels = sorted(p.name for p in project["dist"].glob("tensorflow-*.whl"))
+    assert staged == sorted([*tf_wheels, "users-own.txt"])
+    record = json.loads((project["tff"] / ".tfwheels" / "staged-wheels.json").read_text())
+    assert record == {"folder": "dist", "wheels": tf_wheels}
+
+
 def test_tff_without_tf_wheel_says_what_to_do(project: dict[str, Path], tmp_path: Path) -> None:
     env = {"TFWHEELS_BUILD": str(tmp_path / "build"), "TFWHEELS_DIST": str(tmp_path / "dist")}
     result = invoke("build-tff", "--profile", "example", "--source", str(project["tff"]), env=env)

@@ -274,3 +274,29 @@ def test_invoke_fetch_by_sha_end_to_end(tmp_path: Path, untagged: tuple[Path, st
     assert refused.returncode == SourceError.exit_code
     assert "refused to send commit" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_wheels_a_build_staged_into_a_checkout_are_not_local_changes(tmp_path: Path) -> None:
+    import json
+
+    from tfwheels.run import run as run_tool
+    from tfwheels.source import user_changes
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for argv in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                 ["git", "config", "user.name", "t"]):
+        run_tool(argv, cwd=tree, echo=False)
+    (tree / "README").write_text("x\n")
+    run_tool(["git", "add", "README"], cwd=tree, echo=False)
+    run_tool(["git", "commit", "-q", "-m", "init"], cwd=tree, echo=False)
+    (tree / "dist").mkdir()
+    (tree / "dist" / "tensorflow-2.21.0-cp312-cp312-linux_x86_64.whl").write_bytes(b"PK")
+    (tree / ".tfwheels").mkdir()
+    (tree / ".tfwheels" / "staged-wheels.json").write_text(
+        json.dumps({"folder": "dist", "wheels": ["tensorflow-2.21.0-cp312-cp312-linux_x86_64.whl"]})
+    )
+    changes = user_changes(tree)
+    assert "dist/tensorflow-2.21.0-cp312-cp312-linux_x86_64.whl" not in changes
+    (tree / "dist" / "mine.txt").write_text("a user's file")
+    assert "dist/mine.txt" in user_changes(tree)

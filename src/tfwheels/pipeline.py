@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -20,14 +21,14 @@ from tfwheels.credentials import local_retry_warranted, log_lines_since, use_loc
 from tfwheels.credentials import session as remote_session
 from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.interrupts import checkpoint
-from tfwheels.patches import PatchReport, apply_series
+from tfwheels.patches import STATE_DIR, PatchReport, apply_series
 from tfwheels.plan import Plan
 from tfwheels.profiles import file_sha256
 from tfwheels.run import Result
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
-from tfwheels.source import head_commit
+from tfwheels.source import STAGED_WHEELS, head_commit, staged_wheels
 from tfwheels.smoke import smoke_test
 from tfwheels.wheels import Collected, already_collected, collect
 
@@ -223,6 +224,8 @@ def manifest_metadata(plan: Plan, result: BuildResult) -> dict[str, Any]:
 
 
 def _stage_required(plan: Plan) -> None:
+    """Copy the wheels the build consumes where its workspace reads them: build/deps/<key>
+    (through ``requires.folder_env``) and, if the profile names one, a folder in the tree."""
     if not plan.required_wheels:
         return
     deps = plan.layout.build / "deps" / plan.profile.key
@@ -231,10 +234,31 @@ def _stage_required(plan: Plan) -> None:
     for old in deps.glob("*.whl"):
         if old.name not in wanted:
             old.unlink()
-    for wheel in plan.required_wheels:
-        target = deps / wheel.name
+    _copy_changed(plan.required_wheels, deps)
+    if plan.profile.requires.tree_folder:
+        _stage_in_tree(plan.required_wheels, plan.tree, plan.profile.requires.tree_folder)
+
+
+def _copy_changed(wheels: list[Path], folder: Path) -> None:
+    for wheel in wheels:
+        target = folder / wheel.name
         if not target.is_file() or target.read_bytes() != wheel.read_bytes():
             shutil.copy2(wheel, target)
+
+
+def _stage_in_tree(wheels: list[Path], tree: Path, relative: str) -> None:
+    """Put ``wheels`` in ``tree/relative``, removing only wheels an earlier run put there (the
+    folder may hold the user's own); the names are recorded in the tree's state folder, and
+    source.user_changes does not count them as local changes."""
+    folder = tree / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in staged_wheels(tree):
+        if name not in {w.name for w in wheels}:
+            (folder / name).unlink(missing_ok=True)
+    _copy_changed(wheels, folder)
+    record = tree / STATE_DIR / STAGED_WHEELS
+    data = json.dumps({"folder": relative, "wheels": sorted(w.name for w in wheels)}, indent=1)
+    write_atomic(record, data.encode("utf-8") + b"\n")
 
 
 LineHandler = Callable[[str], None]

@@ -399,6 +399,19 @@ class Requires(_Model):
         description="The --repo_env through which the workspace finds the folder of those wheels "
         "(TFF's WORKSPACE reads local wheels from local_wheel_dist_folder).",
     )
+    tree_folder: Value | None = Field(
+        default=None,
+        description="A folder inside the source tree to put those wheels in as well, for a "
+        "WORKSPACE that reads them from there (TFF at HEAD: local_wheel_dist_folder = \"dist\").",
+    )
+
+    @field_validator("tree_folder")
+    @classmethod
+    def _in_tree(cls, folder: str | None) -> str | None:
+        if folder is not None and (folder.startswith("/") or ".." in Path(folder).parts):
+            msg = f"{folder!r} leaves the source tree; give a folder relative to it, e.g. dist"
+            raise ValueError(msg)
+        return folder
 
 
 class RenderedFile(_Model):

@@ -9,6 +9,7 @@ that sha alone: ``git init``, ``git fetch --depth 1 origin <sha>``, checkout of 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from tfwheels.patches import STATE_DIR, read_state
 from tfwheels.profiles import GitSource, Profile
 from tfwheels.run import Result, run
 
+# Where a build records the wheels it put into the tree (requires.tree_folder).
+STAGED_WHEELS = "staged-wheels.json"
 # Files tfwheels itself writes into a tree; they never make a checkout "dirty".
 OWN_FILES = (f"/{STATE_DIR}/", "/.bazelrc.user", "/.tf_configure.bazelrc", "/bazel-*")
 
@@ -82,10 +85,29 @@ def head_commit(tree: Path) -> str | None:
     return result.stdout.strip() if result.ok else None
 
 
+def staged_wheels(tree: Path) -> list[str]:
+    """Names of the wheels a build put into ``tree`` (``requires.tree_folder``), if any."""
+    try:
+        data = json.loads((tree / STATE_DIR / STAGED_WHEELS).read_text("utf-8"))
+        return [str(name) for name in data["wheels"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _staged_paths(tree: Path) -> set[str]:
+    try:
+        folder = json.loads((tree / STATE_DIR / STAGED_WHEELS).read_text("utf-8"))["folder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {f"{folder.rstrip('/')}/{name}" for name in staged_wheels(tree)}
+
+
 def user_changes(tree: Path) -> list[str]:
-    """Files changed in a checkout other than by tfwheels (its patches and rendered files)."""
-    out = run(["git", "status", "--porcelain"], cwd=tree, check=False, echo=False).stdout
-    ours = set(read_state(tree)["originals"])
+    """Files changed in a checkout other than by tfwheels (its patches, rendered files and the
+    wheels it staged into the tree)."""
+    out = run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tree, check=False,
+              echo=False).stdout
+    ours = set(read_state(tree)["originals"]) | _staged_paths(tree)
     changed = [line[3:] for line in out.splitlines() if line.strip()]
     return [path for path in changed if path not in ours]
 
