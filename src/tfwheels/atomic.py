@@ -9,6 +9,7 @@ not mkstemp's private 0600, unless the caller asks for another (a copy keeps its
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import tempfile
@@ -57,6 +58,17 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` in one rename."""
     with atomic_output(path, mode) as handle:
         handle.write(data)
+
+
+def copy_if_changed(source: Path, dest: Path) -> bool:
+    """Copy ``source`` to ``dest`` in one rename unless ``dest`` already holds the same bytes
+    (compared in chunks, never whole in memory); the copy gets the default mode, not the
+    source's (Bazel's outputs are read-only). Returns whether it copied."""
+    if dest.is_file() and filecmp.cmp(source, dest, shallow=False):
+        return False
+    with atomic_output(dest) as out, source.open("rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+    return True
 
 
 def copy_atomic(source: Path, dest: Path) -> None:

@@ -213,10 +213,24 @@ def parse_processes(line: str) -> dict[str, int] | None:
     return counts
 
 
+# Process kinds of Bazel's summary line that were served from a cache, not run. Bazel 4.x counts
+# disk-cache hits as "remote cache hit" and reports no action-cache hits; Bazel 5 splits them out.
+REMOTE_CACHE_HIT = "remote cache hit"
+LOCAL_CACHE_HITS = ("disk cache hit", "action cache hit")
+
+
+def cacheable_actions(counts: Mapping[str, int]) -> int:
+    """Processes that could come from a cache: all but Bazel's internal bookkeeping.
+
+    >>> cacheable_actions({"total": 7, "remote cache hit": 5, "internal": 2})
+    5
+    """
+    return max(0, counts.get("total", 0) - counts.get("internal", 0))
+
+
 def executed_actions(counts: Mapping[str, int]) -> int:
-    """Processes that really ran: the total less Bazel's internal bookkeeping and every kind of
-    cache hit (``remote cache hit``, which Bazel 4.x also uses for disk-cache hits, ``disk cache
-    hit`` and ``action cache hit``), which Bazel counts as processes but did not run.
+    """Processes that really ran: the cacheable ones less every kind of cache hit, which Bazel
+    counts as processes but did not run.
 
     >>> executed_actions({"total": 9, "internal": 5, "local": 4})
     4
@@ -225,8 +239,8 @@ def executed_actions(counts: Mapping[str, int]) -> int:
     >>> executed_actions({"total": 1, "internal": 1})
     0
     """
-    hits = sum(counts.get(kind, 0) for kind in ("remote cache hit", "disk cache hit", "action cache hit"))
-    return max(0, counts.get("total", 0) - counts.get("internal", 0) - hits)
+    hits = sum(counts.get(kind, 0) for kind in (REMOTE_CACHE_HIT, *LOCAL_CACHE_HITS))
+    return max(0, cacheable_actions(counts) - hits)
 
 
 def run_bazel(

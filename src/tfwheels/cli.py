@@ -38,7 +38,7 @@ from tfwheels.remote import RemoteOptions
 from tfwheels.render import write_rendered
 from tfwheels.report import cache_figures
 from tfwheels.run import format_argv, run, which
-from tfwheels.source import prepare_source, source_tree
+from tfwheels.source import default_tree, prepare_source, source_tree
 from tfwheels.wheels import collect as collect_wheels
 
 P = ParamSpec("P")
@@ -383,9 +383,9 @@ def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | Non
     layout, profile = _profile(root, project, profile_name)
     from tfwheels.fetch import fetch_source
 
-    tree = Path(dest).resolve() if dest else source_tree(profile, layout, None)
+    tree = Path(dest).resolve() if dest else default_tree(profile, layout)
     with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
-        _tree, done = fetch_source(profile, layout, Path(dest) if dest else None, force=force)
+        _tree, done = fetch_source(profile, layout, tree, force=force)
     out.print(done, highlight=False)
     return 0
 
@@ -514,31 +514,18 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
     profile's configs or patches changes that profile's Bazel cache key only."""
     import hashlib
 
-    from tfwheels.profiles import file_sha256, resolve_profile_path
-    from tfwheels.yamlsafe import load_located
+    from tfwheels.profiles import file_sha256, profile_files, resolve_profile_path
 
     layout = layout_for(root)
     entries = ci_matrix_entries(layout, platform, project_name(project) if project else None)
     configs = layout.configs.resolve()
-
-    def chain_files(path: Path) -> list[Path]:
-        # As load_profile resolves ``extends:`` (and it already refused cycles and missing files):
-        # a bare name is a file in the same folder, a name with a slash is a path under configs/.
-        files: list[Path] = []
-        current: Path | None = path.resolve()
-        while current is not None and current not in files:
-            files.append(current)
-            parent = load_located(current).data.get("extends")
-            folder = configs if isinstance(parent, str) and "/" in parent else current.parent
-            current = (folder / f"{parent}.yaml").resolve() if isinstance(parent, str) else None
-        return files
 
     def cache_key(entry: dict[str, str]) -> str:
         full = project_name(entry["project"])
         path = resolve_profile_path(layout.configs, full, entry["profile"])
         profile = load_profile(str(path), full, layout.configs, layout.root)
         digest = hashlib.sha256()
-        for file in chain_files(path):
+        for file in reversed(profile_files(path, layout.configs)):
             name = file.relative_to(configs).as_posix() if file.is_relative_to(configs) else file.name
             digest.update(f"profile {name} {file_sha256(file)}\n".encode())
         # load_series checks each patch file against the sha256 the profile pins.

@@ -86,9 +86,9 @@ def read_metadata(wheel: Path) -> WheelMetadata | None:
     """The requirements of a wheel of the set, or None when it cannot be read (its own report
     says why)."""
     try:
-        name, version, _build, _tags = parse_wheel_filename(wheel.name)
+        name, _version, _build, _tags = parse_wheel_filename(wheel.name)
         with zipfile.ZipFile(wheel) as archive:
-            member = _metadata_member(archive, name, version)
+            member = dist_info_member(archive, name, "METADATA")
             if member is None:
                 return metadata_from_headers(wheel, None, None)
             with archive.open(member) as stream:
@@ -98,16 +98,19 @@ def read_metadata(wheel: Path) -> WheelMetadata | None:
     return metadata_from_headers(wheel, member, BytesHeaderParser().parsebytes(data))
 
 
-def _metadata_member(
-    archive: zipfile.ZipFile, name: NormalizedName, version: Version
+def dist_info_member(
+    archive: zipfile.ZipFile, name: NormalizedName | None, filename: str
 ) -> str | None:
+    """The wheel's own ``<name>-<version>.dist-info/<filename>`` (METADATA, RECORD): at the top
+    level and for ``name`` (a vendored package's dist-info deeper down, or another project's,
+    is not it); else the only top-level one; else None."""
     found = [
-        n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+        n for n in archive.namelist() if n.count("/") == 1 and n.endswith(f".dist-info/{filename}")
     ]
     for member in found:
         stem = member.split("/", 1)[0].removesuffix(".dist-info")
         project, _, _ = stem.rpartition("-")
-        if canonicalize_name(project) == name:
+        if name is not None and canonicalize_name(project) == name:
             return member
     return found[0] if len(found) == 1 else None
 

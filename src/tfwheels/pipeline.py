@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tfwheels.atomic import atomic_output, write_atomic
+from tfwheels.atomic import copy_if_changed, write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
@@ -21,15 +20,14 @@ from tfwheels.credentials import local_retry_warranted, log_lines_since, use_loc
 from tfwheels.credentials import session as remote_session
 from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.interrupts import checkpoint
-from tfwheels.patches import STATE_DIR, PatchReport, apply_series
+from tfwheels.patches import PatchReport, apply_series
 from tfwheels.plan import Plan
-from tfwheels.profiles import file_sha256
-from tfwheels.run import Result
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, write_rendered
 from tfwheels.report import write_report
-from tfwheels.source import STAGED_WHEELS, head_commit, staged_wheels
+from tfwheels.run import Result
 from tfwheels.smoke import smoke_test
+from tfwheels.source import head_commit, stage_wheels
 from tfwheels.wheels import Collected, already_collected, collect
 
 FINGERPRINT = ".tfwheels-fingerprint"
@@ -149,34 +147,25 @@ def _built_wheels(plan: Plan, summary: BuildSummary | None) -> list[Path]:
     return [found[name] for name in sorted(found)]
 
 
-def _to_wheelhouse(wheels: list[Path], output: Path) -> list[Path]:
-    """Copy ``wheels`` into the wheelhouse (``invoke collect`` reads it) as the only wheels there,
-    as the script and run steps leave theirs; plain 0644 files, not bazel-out's read-only ones."""
+def _sync_wheels(wheels: list[Path], output: Path) -> list[Path]:
+    """Make ``output`` hold exactly ``wheels`` (others removed, changed ones copied) as plain
+    0644 files, not bazel-out's read-only ones; returns the copies."""
     output.mkdir(parents=True, exist_ok=True)
     names = {w.name for w in wheels}
     for old in output.glob("*.whl"):
         if old.name not in names:
             old.unlink()
-    copied = []
     for wheel in wheels:
-        dest = output / wheel.name
-        same = (
-            dest.is_file()
-            and dest.stat().st_size == wheel.stat().st_size
-            and file_sha256(dest) == file_sha256(wheel)
-        )
-        if not same:
-            with atomic_output(dest) as out, wheel.open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-        copied.append(dest)
-    return copied
+        copy_if_changed(wheel, output / wheel.name)
+    return [output / wheel.name for wheel in wheels]
 
 
 def _package(plan: Plan, result: BuildResult, on_line: Callable[[str], None] | None) -> list[Path]:
     output = plan.host.output
     step = plan.profile.package
     if step.kind == "outputs":
-        return _to_wheelhouse(_built_wheels(plan, result.summary), output)
+        # Into the wheelhouse (invoke collect reads it), as the script and run steps leave theirs.
+        return _sync_wheels(_built_wheels(plan, result.summary), output)
     fingerprint = _runfiles_fingerprint(plan)
     stamp = output / FINGERPRINT
     existing = sorted(output.glob("*.whl"))
@@ -228,37 +217,9 @@ def _stage_required(plan: Plan) -> None:
     (through ``requires.folder_env``) and, if the profile names one, a folder in the tree."""
     if not plan.required_wheels:
         return
-    deps = plan.layout.build / "deps" / plan.profile.key
-    deps.mkdir(parents=True, exist_ok=True)
-    wanted = {p.name for p in plan.required_wheels}
-    for old in deps.glob("*.whl"):
-        if old.name not in wanted:
-            old.unlink()
-    _copy_changed(plan.required_wheels, deps)
+    _sync_wheels(plan.required_wheels, plan.layout.build / "deps" / plan.profile.key)
     if plan.profile.requires.tree_folder:
-        _stage_in_tree(plan.required_wheels, plan.tree, plan.profile.requires.tree_folder)
-
-
-def _copy_changed(wheels: list[Path], folder: Path) -> None:
-    for wheel in wheels:
-        target = folder / wheel.name
-        if not target.is_file() or target.read_bytes() != wheel.read_bytes():
-            shutil.copy2(wheel, target)
-
-
-def _stage_in_tree(wheels: list[Path], tree: Path, relative: str) -> None:
-    """Put ``wheels`` in ``tree/relative``, removing only wheels an earlier run put there (the
-    folder may hold the user's own); the names are recorded in the tree's state folder, and
-    source.user_changes does not count them as local changes."""
-    folder = tree / relative
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in staged_wheels(tree):
-        if name not in {w.name for w in wheels}:
-            (folder / name).unlink(missing_ok=True)
-    _copy_changed(wheels, folder)
-    record = tree / STATE_DIR / STAGED_WHEELS
-    data = json.dumps({"folder": relative, "wheels": sorted(w.name for w in wheels)}, indent=1)
-    write_atomic(record, data.encode("utf-8") + b"\n")
+        stage_wheels(plan.required_wheels, plan.tree, plan.profile.requires.tree_folder)
 
 
 LineHandler = Callable[[str], None]

@@ -142,15 +142,10 @@ def _fits_python(tags: frozenset[Any], python_version: str) -> bool:
 
 
 def _fits_platform(tags: frozenset[Any], platform: str) -> bool:
-    """A tag that installs on the profile's platform (``any``, or its OS with its arch)."""
-    from tfwheels.verify import TARGETS, parse_platform_tag  # only TFF builds get here
+    """A tag that installs on the profile's platform, as verify-wheel decides it."""
+    from tfwheels.verify import TARGETS, tags_fit  # only TFF builds get here
 
-    target = TARGETS[platform]
-    for tag in tags:
-        parsed = parse_platform_tag(tag.platform)
-        if parsed.os == "any" or (parsed.os == target.os and set(target.archs) <= set(parsed.archs)):
-            return True
-    return False
+    return tags_fit(tags, TARGETS[platform])
 
 
 def _find_required(

@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from tfwheels.errors import ProfileError
-from tfwheels.remote import RemoteSpec
+from tfwheels.remote import RemoteSpec, no_leading_dash
 from tfwheels.tff_facts import check_tff_profile
 from tfwheels.yamlsafe import Loc, Located, load_located
 
@@ -71,11 +71,7 @@ def _safe_text(value: str) -> str:
 
 
 def _value(value: str) -> str:
-    value = _safe_text(value)
-    if value.startswith("-"):
-        msg = f"{value!r} starts with '-' where a value is expected; it would be read as a flag"
-        raise ValueError(msg)
-    return value
+    return no_leading_dash(_safe_text(value))
 
 
 def _rc_quoted(value: str) -> str:
@@ -602,15 +598,25 @@ def _display(path: Path, root: Path | None) -> str:
         return str(path)
 
 
+def profile_files(path: Path, configs: Path) -> list[Path]:
+    """The files a profile is read from, its bases first: ``path`` and each file it
+    ``extends:``, resolved as load_profile resolves them."""
+    return [file for file, _ in _read_chain(path, configs, None)]
+
+
 def _load_chain(path: Path, project: str, configs: Path, root: Path | None) -> list[Located]:
-    chain: list[Located] = []
+    return [located for _, located in _read_chain(path, configs, root)]
+
+
+def _read_chain(path: Path, configs: Path, root: Path | None) -> list[tuple[Path, Located]]:
+    chain: list[tuple[Path, Located]] = []
     seen: list[Path] = []
     current: Path | None = path
     while current is not None:
         resolved = current.resolve()
         if resolved in seen:
             cycle = " -> ".join(_display(p, root) for p in [*seen, resolved])
-            first = chain[-1]
+            first = chain[-1][1]
             msg = f"{first.file}:{first.lines.get(('extends',), 1)} extends: cycle {cycle}; remove one"
             raise ProfileError(msg)
         if len(seen) >= _MAX_EXTENDS:
@@ -618,7 +624,7 @@ def _load_chain(path: Path, project: str, configs: Path, root: Path | None) -> l
             raise ProfileError(msg)
         seen.append(resolved)
         located = load_located(current, _display(current, root))
-        chain.append(located)
+        chain.append((resolved, located))
         parent = located.data.get("extends")
         if parent is None:
             current = None

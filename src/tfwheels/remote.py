@@ -54,10 +54,11 @@ def _one_line(value: str) -> str:
     if value != value.strip() or not value:
         msg = f"{value!r} is empty or has spaces around it; remove them"
         raise ValueError(msg)
-    return _no_dash(value)
+    return no_leading_dash(value)
 
 
-def _no_dash(value: str) -> str:
+def no_leading_dash(value: str) -> str:
+    """``value``, or ValueError when it starts with '-' where a value, not a flag, is expected."""
     if value.startswith("-"):
         msg = f"{value!r} starts with '-' where a value is expected; it would be read as a flag"
         raise ValueError(msg)
@@ -109,7 +110,7 @@ def _env_ref(value: str) -> str:
 
 
 def _instance_name(value: str) -> str:
-    _no_dash(value)
+    no_leading_dash(value)
     if not re.fullmatch(r"[\w./-]+", value):
         msg = f"{value!r} is not an instance name; use letters, digits, '_', '-', '.', '/'"
         raise ValueError(msg)
@@ -117,7 +118,7 @@ def _instance_name(value: str) -> str:
 
 
 def _property_name(value: str) -> str:
-    _no_dash(value)
+    no_leading_dash(value)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
         msg = f"{value!r} is not a platform property name; use letters, digits and _ . : -"
         raise ValueError(msg)

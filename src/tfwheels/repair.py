@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from tfwheels.atomic import atomic_output
 from tfwheels.binaries import BinaryInfo, Slice, inspect_binary, is_native
 from tfwheels.codesign import SignatureError, parse_signature, rehash_in_place
+from tfwheels.dependencies import dist_info_member
 from tfwheels.errors import UsageError
 from tfwheels.run import run, which
 
@@ -156,21 +157,12 @@ def scan_signatures(wheel: Path) -> Iterator[BinaryInfo]:
 
 
 def wheel_record_name(archive: zipfile.ZipFile, filename: str) -> str | None:
-    """The wheel's own RECORD: ``<name>-<version>.dist-info/RECORD`` at the top level, for the
-    name in the file name (a vendored package's dist-info deeper down, or another project's,
-    is not it); else the only top-level one; else None."""
-    found = [
-        n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")
-    ]
+    """The wheel's own RECORD (see dependencies.dist_info_member), for the name in ``filename``."""
     try:
         name = parse_wheel_filename(filename)[0]
     except InvalidWheelFilename:
         name = None
-    for member in found:
-        project = member.split("/", 1)[0].removesuffix(".dist-info").rpartition("-")[0]
-        if name is not None and canonicalize_name(project) == name:
-            return member
-    return found[0] if len(found) == 1 else None
+    return dist_info_member(archive, name, "RECORD")
 
 
 def _record_hashes(archive: zipfile.ZipFile, name: str | None) -> dict[str, str]:

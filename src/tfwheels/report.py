@@ -26,7 +26,7 @@ from rich.table import Table
 
 from tfwheels import redact
 from tfwheels.atomic import write_atomic
-from tfwheels.bazel import executed_actions
+from tfwheels.bazel import LOCAL_CACHE_HITS, REMOTE_CACHE_HIT, cacheable_actions, executed_actions
 from tfwheels.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ BAZEL_KEYS = (
     "version", "exit_code", "exit_name", "processes", "actions_executed", "cached_locally",
     "remote_cache_hits", "hit_ratio", "cacheable_actions",
 )
-# Process kinds that Bazel reports for local caches. 4.2.3 counts disk-cache hits as "remote
-# cache hit" and does not report action-cache hits at all; Bazel 5 and later split them out.
-_LOCAL_CACHE_KINDS = ("disk cache hit", "action cache hit")
-_REMOTE_CACHE_KIND = "remote cache hit"
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|CREDENTIAL|AUTH|PRIVATE", re.IGNORECASE)
 _SECRET_OPTION = re.compile(
     r"(--(?:remote_header|remote_cache_header|remote_exec_header|bes_header|client_env|"
@@ -98,9 +94,9 @@ def cache_figures(processes: Mapping[str, int]) -> dict[str, Any]:
     True
     """
     executed = executed_actions(processes)
-    cacheable = max(0, processes.get("total", 0) - processes.get("internal", 0))
-    remote = processes.get(_REMOTE_CACHE_KIND, 0)
-    local = sum(processes.get(kind, 0) for kind in _LOCAL_CACHE_KINDS)
+    cacheable = cacheable_actions(processes)
+    remote = processes.get(REMOTE_CACHE_HIT, 0)
+    local = sum(processes.get(kind, 0) for kind in LOCAL_CACHE_HITS)
     ratio = round(min(1.0, (remote + local) / cacheable), 4) if cacheable > 0 else None
     return {
         "processes": dict(processes),
@@ -259,9 +255,7 @@ def _cacheable(bazel: Mapping[str, Any]) -> int | None:
     if bazel.get("cacheable_actions") is not None:
         return int(bazel["cacheable_actions"])
     processes = bazel.get("processes") or {}
-    if "total" not in processes:
-        return None
-    return max(0, processes["total"] - processes.get("internal", 0))
+    return cacheable_actions(processes) if "total" in processes else None
 
 
 def _remote_label(version: object) -> str:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tfwheels.atomic import copy_if_changed, write_atomic
 from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.patches import STATE_DIR, read_state
@@ -85,21 +86,28 @@ def head_commit(tree: Path) -> str | None:
     return result.stdout.strip() if result.ok else None
 
 
-def staged_wheels(tree: Path) -> list[str]:
-    """Names of the wheels a build put into ``tree`` (``requires.tree_folder``), if any."""
+def _staged_paths(tree: Path) -> set[str]:
+    """The tree-relative paths of the wheels a build put into ``tree`` (``stage_wheels``)."""
     try:
         data = json.loads((tree / STATE_DIR / STAGED_WHEELS).read_text("utf-8"))
-        return [str(name) for name in data["wheels"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def _staged_paths(tree: Path) -> set[str]:
-    try:
-        folder = json.loads((tree / STATE_DIR / STAGED_WHEELS).read_text("utf-8"))["folder"]
+        folder = str(data["folder"]).rstrip("/")
+        return {f"{folder}/{name}" for name in data["wheels"]}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-    return {f"{folder.rstrip('/')}/{name}" for name in staged_wheels(tree)}
+
+
+def stage_wheels(wheels: list[Path], tree: Path, folder: str) -> None:
+    """Put ``wheels`` in ``tree/folder`` (``requires.tree_folder``), removing only wheels an
+    earlier run put there (the folder may hold the user's own); what was put there is recorded
+    in the tree's state folder, and ``user_changes`` does not count it as a local change."""
+    wanted = {f"{folder.rstrip('/')}/{wheel.name}" for wheel in wheels}
+    for stale in _staged_paths(tree) - wanted:
+        (tree / stale).unlink(missing_ok=True)
+    (tree / folder).mkdir(parents=True, exist_ok=True)
+    for wheel in wheels:
+        copy_if_changed(wheel, tree / folder / wheel.name)
+    record = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
+    write_atomic(tree / STATE_DIR / STAGED_WHEELS, json.dumps(record, indent=1).encode() + b"\n")
 
 
 def user_changes(tree: Path) -> list[str]:

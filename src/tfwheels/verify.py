@@ -1014,6 +1014,12 @@ def _companion_fits(companion: Path, target: Target | None) -> bool:
         tags = parse_wheel_filename(companion.name)[3]
     except InvalidWheelFilename:
         return True  # it provides nothing anyway; see companion_names
+    return tags_fit(tags, target)
+
+
+def tags_fit(tags: Iterable[Tag], target: Target) -> bool:
+    """True when one of a wheel's tags installs on ``target``, as pip there decides (an ``any``
+    wheel always does)."""
     return any(_fits(parse_platform_tag(tag.platform), target) for tag in tags)
 
 

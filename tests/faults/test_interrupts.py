@@ -113,6 +113,15 @@ def no_temporaries(base: Path) -> None:
         assert not staging, f"staging folders left in {src}: {staging}"
 
 
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C the run: it must end with 130 and its one line, no traceback; returns stderr."""
+    proc.send_signal(signal.SIGINT)
+    returncode, _, stderr = finish(proc)
+    assert returncode == 130, stderr[-2000:]
+    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    return stderr
+
+
 def dist_is_clean(dist: Path) -> None:
     if dist.exists():
         assert not [p.name for p in dist.iterdir() if p.name.startswith(".")], list(dist.iterdir())
@@ -178,10 +187,7 @@ def test_sigint_while_patching_leaves_the_tree_as_it_was(
     proc = start(["build-tf", "--profile", "example", "--source", str(tree)], env)
     wait_for(lambda: bool(running(f"{shims}/patch ", t0)), "the patch step to run")
     assert list((tmp_path / "tmp").glob("tfwheels-patch-*")), "the patch staging folder should exist now"
-    proc.send_signal(signal.SIGINT)
-    returncode, _, stderr = finish(proc)
-    assert returncode == 130, stderr[-2000:]
-    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    interrupt(proc)
     after = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".tfwheels" not in p.parts}
     # configure wrote its two files before patching began; everything else is byte-identical.
     rendered = {tree / ".bazelrc.user", tree / ".tf_configure.bazelrc"}
@@ -209,10 +215,7 @@ def test_sigint_while_packaging_leaves_dist_untouched(
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
     wait_for(lambda: bool(running(f"{python} -W ignore setup.py", t0)), "the packaging step to run")
-    proc.send_signal(signal.SIGINT)
-    returncode, _, stderr = finish(proc)
-    assert returncode == 130, stderr[-2000:]
-    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    interrupt(proc)
     no_children_left(tree)
     dist_is_clean(tmp_path / "dist")
     no_temporaries(tmp_path)
@@ -281,10 +284,7 @@ def test_sigint_while_collecting_rejects_nothing_and_leaves_dist_whole(
     t0 = time.time() - 1
     proc = start(["build-tf", "--profile", str(profile), "--source", str(tree)], env)
     wait_for(lambda: bool(running(f"while [ -f {flag} ]", t0)), "the collect stage's smoke test")
-    proc.send_signal(signal.SIGINT)
-    returncode, _, stderr = finish(proc)
-    assert returncode == 130, stderr[-2000:]
-    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    interrupt(proc)
     dist_is_clean(tmp_path / "dist")
     no_temporaries(tmp_path)
     assert not list((tmp_path / "dist").glob("*.whl"))
