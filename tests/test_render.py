@@ -140,3 +140,24 @@ def test_user_rc_comment_fits_each_project(tmp_path: Path) -> None:
         assert comment[0] == "# The profile's Bazel options. TensorFlow Federated's .bazelrc does not try-import this file,"
         assert "--bazelrc=.bazelrc.user" in comment[1]
         assert not any(line.startswith("#") for line in first.splitlines()[len(comment) + 2:])
+
+
+def test_cached_render_follows_templates_and_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render is reused only while templates and context are unchanged; then it is rendered anew."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TFWHEELS_NO_PROBE_CACHE", raising=False)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for template in TEMPLATES.glob("*.j2"):
+        (templates / template.name).write_bytes(template.read_bytes())
+    profile = load_profile("example", "tensorflow", ROOT / "configs", ROOT)
+    first = render(profile, host(tmp_path), templates)
+    assert (tmp_path / "cache" / "tfwheels" / "renders.json").is_file()
+    assert render(profile, host(tmp_path), templates) == first
+    user_rc = templates / "bazelrc.user.j2"
+    user_rc.write_text(user_rc.read_text() + "# one more line\n")
+    changed = render(profile, host(tmp_path), templates)
+    assert changed[".bazelrc.user"].endswith("# one more line\n")
+    assert changed[".tf_configure.bazelrc"] == first[".tf_configure.bazelrc"]
+    other_python = HostValues(**{**host(tmp_path).__dict__, "python_bin": "/usr/bin/python3.12"})
+    assert 'PYTHON_BIN_PATH="/usr/bin/python3.12"' in render(profile, other_python, templates)[".tf_configure.bazelrc"]

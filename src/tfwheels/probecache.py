@@ -37,15 +37,20 @@ def fingerprint(paths: Iterable[Path]) -> str | None:
     return "|".join(parts)
 
 
-def cached(name: str, depends_on: Iterable[Path], compute: Callable[[], Any]) -> Any:
-    """``compute()``'s JSON-able answer, reused while the files in ``depends_on`` are unchanged.
+def cached(
+    name: str, depends_on: Iterable[Path], compute: Callable[[], Any], *, inputs: str = "", file: str = _FILE
+) -> Any:
+    """``compute()``'s JSON-able answer, reused while the files in ``depends_on`` are unchanged
+    and ``inputs`` (a digest of whatever else the answer depends on) is the same.
 
-    ``None`` answers are not kept (a probe that failed is asked again next time).
+    ``None`` answers are not kept (a probe that failed is asked again next time). ``file`` names
+    the cache file in the per-user cache folder, so unrelated answers do not evict each other.
     """
     key = fingerprint(depends_on)
     if key is None or os.environ.get("TFWHEELS_NO_PROBE_CACHE"):
         return compute()
-    path = user_cache_dir() / _FILE
+    key = f"{key}|{inputs}" if inputs else key
+    path = user_cache_dir() / file
     entries = _load(path)
     entry = entries.get(name)
     if isinstance(entry, dict) and entry.get("key") == key and "value" in entry:
