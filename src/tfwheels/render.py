@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.version import Version
-from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from tfwheels import __version__
 from tfwheels.atomic import write_atomic
@@ -162,7 +162,7 @@ def render(profile: Profile, host: HostValues, templates: Path) -> dict[str, str
     items = [(item.template, item.dest, item.dest in profile.rc_files) for item in profile.render]
     try:
         digest = hashlib.sha256(
-            json.dumps([_jsonable(context), items], sort_keys=True).encode("utf-8")
+            json.dumps([to_jsonable_python(context), items], sort_keys=True).encode("utf-8")
         ).hexdigest()
     except (TypeError, ValueError):
         return _render(profile, context, templates)
@@ -175,17 +175,6 @@ def render(profile: Profile, host: HostValues, templates: Path) -> dict[str, str
         f"render {profile.file}", depends_on, lambda: _render(profile, context, templates),
         inputs=digest, file="renders.json",
     )
-
-
-def _jsonable(value: object) -> object:
-    """The template context as plain JSON data (models dumped field by field), for its digest."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _render(profile: Profile, context: Mapping[str, object], templates: Path) -> dict[str, str]:
