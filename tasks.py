@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 
 from invoke import Collection, Task, task
 
 from tfwheels import cli
-from tfwheels.remote import RemoteOptions
+from tfwheels.remote_options import RemoteOptions
 from tfwheels.variadic import Variadic, install
 
 install({
@@ -18,6 +20,10 @@ install({
 })
 
 ROOT = Path(__file__).resolve().parent
+
+# The process ends with the task and the OS takes its memory back: spare the collector its last
+# walk over every object at exit (0.15 s once pydantic's schemas are loaded, on a 0.3 s rebuild).
+atexit.register(gc.freeze)
 
 _BUILD_HELP = {
     "profile": "Profile name (see `invoke profiles`) or path to a profile YAML file.",

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import yaml
 
 from conftest import FixedProject, copy_example, invoke, requires_bazel
 from tfwheels.profiles import load_profile
+from tfwheels.run import format_argv
 
 pytestmark = [pytest.mark.bazel, requires_bazel]
 
@@ -139,6 +142,60 @@ def test_second_build_executes_no_bazel_action(project: dict[str, Path]) -> None
     assert summary["processes"].get("total", 0) == summary["processes"].get("internal", 0)
     assert summary["actions_executed"] == 0
     assert "INFO: 1 process: 1 internal." in result.stderr
+    # The first build recorded its Bazel command; this one started it before planning, found the
+    # plan runs exactly that, and showed and logged its output as any build's.
+    assert summary["early_start"] is True
+    assert [line for line in result.stderr.splitlines() if line.startswith("+ ")] == [
+        f"+ {format_argv(json.loads(early_record(project, 'tf').read_text())['argv'])}"
+    ]
+    log = Path(summary["log"]).read_text()
+    assert "INFO: Build completed successfully" in log and log == (project["build"] / "logs" / "latest.log").read_text()
+    assert json.loads(Path(summary["report"]).read_text())["bazel"]["exit_code"] == 0
+
+
+def early_record(project: dict[str, Path], tree: str) -> Path:
+    """The early-start record of the builds of ``project[tree]``."""
+    [found] = [
+        path for path in (project["build"] / "early").glob("*.json")
+        if json.loads(path.read_text())["tree"] == str(project[tree])
+    ]
+    return found
+
+
+def test_an_early_command_the_plan_does_not_run_is_stopped_first(project: dict[str, Path]) -> None:
+    # A record that names another command (here a long sleep) while its inputs look unchanged:
+    # the plan decides, the early command is stopped, and the planned Bazel runs as usual.
+    path = early_record(project, "tf")
+    record = json.loads(path.read_text())
+    planned = record["argv"]
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    path.write_text(json.dumps({**record, "argv": [sleep, "61.25"]}))
+    begun = time.monotonic()
+    result = run(project, "build-tf", "--profile", "example", "--source", str(project["tf"]), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - begun < 60
+    summary = json.loads(result.stdout)
+    assert summary["early_start"] is False and summary["actions_executed"] == 0
+    assert f"+ {format_argv(planned)}" in result.stderr and "61.25" not in result.stderr
+    assert subprocess.run(["pgrep", "-f", "sleep 61.25"], capture_output=True).returncode == 1
+    assert json.loads(path.read_text())["argv"] == planned  # recorded again from the plan
+
+
+def test_a_changed_profile_outside_configs_is_not_started_early(project: dict[str, Path]) -> None:
+    profile = project["base"] / "tf-verbose.yaml"
+    example = load_profile("example", "tensorflow", project["root"] / "configs", project["root"])
+    flags = [*example.bazel.build_flags]
+    profile.write_text(yaml.safe_dump({"extends": "tf/example", "bazel": {"build_flags": [*flags, "--verbose_failures"]}}))
+    args = ("build-tf", "--profile", str(profile), "--source", str(project["tf"]), "--json")
+    first = run(project, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    profile.write_text(yaml.safe_dump({"extends": "tf/example", "bazel": {"build_flags": [*flags, "--show_progress"]}}))
+    second = run(project, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads(second.stdout)["early_start"] is False
+    rc = (project["tf"] / ".bazelrc.user").read_text()  # where the profile's build flags go
+    assert "--show_progress" in rc and "--verbose_failures" not in rc
 
 
 def test_tff_builds_against_the_tf_wheel_and_both_import(project: dict[str, Path], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tfwheels.errors import ToolMissingError
 from tfwheels.probecache import cached
 from tfwheels.profiles import Profile
-from tfwheels.run import Result, run, which
+from tfwheels.run import Result, Started, run, which
 
 # Debian's bazel-bootstrap: Bazel 4.2.3, whose binary reports ``no_version``.
 DEBIAN_BAZEL = "4.2.3"
@@ -250,8 +250,14 @@ def run_bazel(
     env: Mapping[str, str],
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
+    started: Started | None = None,
 ) -> Result:
-    """Run Bazel, streaming its output to ``on_line`` and appending it whole to ``log_path``."""
+    """Run Bazel, streaming its output to ``on_line`` and appending it whole to ``log_path``.
+
+    ``started`` is this very command already running (tfwheels.early): it is finished instead,
+    its output so far shown and logged first."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as log:
+        if started is not None:
+            return started.finish(on_line=on_line, log=log, echo=True)
         return run(argv, cwd=cwd, env=env, stream=True, on_line=on_line, log=log, check=False)

@@ -12,34 +12,29 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from invoke.exceptions import Exit
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import Version
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from tfwheels import interrupts, pipeline
-from tfwheels import report as build_reports
+from tfwheels import console, interrupts
 from tfwheels.atomic import write_atomic
-from tfwheels.console import err, out
 from tfwheels.errors import InterruptedRun, TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.locks import hold, tree_lock_path
-from tfwheels.patches import apply_series, load_series, read_state, revert_series
-from tfwheels.plan import BuildOptions, Plan, make_plan
-from tfwheels.profiles import PROJECT_DIRS, Profile, list_profiles, load_profile, profile_schema
-from tfwheels.progress import make_display
-from tfwheels.remote import RemoteOptions
-from tfwheels.render import write_rendered
-from tfwheels.report import cache_figures
 from tfwheels.run import format_argv, run, which
-from tfwheels.source import default_tree, prepare_source, source_tree
-from tfwheels.wheels import collect as collect_wheels
+
+# The rest loads in the function that needs it: a no-op rebuild starts its Bazel (tfwheels.early)
+# before the profile's validation and planning libraries have even been imported.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tfwheels import pipeline
+    from tfwheels.early import EarlyBazel
+    from tfwheels.plan import Plan
+    from tfwheels.profiles import Profile
+    from tfwheels.remote_options import RemoteOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,8 +73,10 @@ def handled(func: Callable[P, int]) -> Callable[P, int]:
 
 
 def _fail(exc: TfwheelsError) -> NoReturn:
+    from rich.markup import escape
+
     label = "stopped" if isinstance(exc, InterruptedRun) else "error"
-    err.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
+    console.err.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
     raise Exit(code=exc.exit_code) from None
 
 
@@ -98,6 +95,8 @@ def layout_for(root: Path) -> Layout:
 
 def project_name(short: str) -> str:
     """``tf``/``tff`` (or the full name) -> the project's full name."""
+    from tfwheels.profiles import PROJECT_DIRS
+
     if short in PROJECTS:
         return PROJECTS[short]
     if short in PROJECT_DIRS:
@@ -106,10 +105,17 @@ def project_name(short: str) -> str:
     raise UsageError(msg)
 
 
-def _profile(root: Path, project: str, name: str | None) -> tuple[Layout, Profile]:
+def _require_profile(name: str | None) -> str:
     if not name:
         msg = "--profile is required; `invoke profiles` lists them"
         raise UsageError(msg)
+    return name
+
+
+def _profile(root: Path, project: str, name: str | None) -> tuple[Layout, Profile]:
+    from tfwheels.profiles import load_profile
+
+    name = _require_profile(name)
     layout = layout_for(root)
     return layout, load_profile(name, project, layout.configs, layout.root)
 
@@ -141,22 +147,70 @@ def build(
 
     ``fix`` patches undeclared inclusions and builds again, up to ``max_rounds`` builds
     (tfwheels.autofix).
+
+    When the last build of this command line recorded its Bazel command and nothing it was
+    planned from has changed, that command starts before the profile is even loaded, and the
+    plan adopts it or stops it (tfwheels.early).
     """
-    layout, profile = _profile(root, project, profile_name)
-    options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=dry_run, remote=remote or RemoteOptions())
+    from tfwheels import early
+    from tfwheels.remote_options import RemoteOptions
+
+    remote = remote or RemoteOptions()
     if dry_run:
+        from tfwheels.plan import BuildOptions, make_plan
+        from tfwheels.source import source_tree
+
+        layout, profile = _profile(root, project, profile_name)
+        options = BuildOptions(jobs=jobs, local_ram_mb=ram, dry_run=True, remote=remote)
         plan = make_plan(profile, layout, source_tree(profile, layout, source), options)
         if as_json:
             _print_json(plan.to_json())
         else:
             _print_plan(plan)
         return 0
-    tree = source_tree(profile, layout, source)
+    profile_name = _require_profile(profile_name)
+    settings = _BuildSettings(
+        project, profile_name, source, jobs, ram, remote, as_json=as_json, allow_problems=allow_problems,
+        force=force, fix=fix, max_rounds=max_rounds, wait=wait,
+    )
+    layout = layout_for(root)
+    record_name = early.key(project, profile_name, source, jobs, ram, remote)
+    record = None if force or fix else early.lookup(layout, record_name)
+    if record is not None:
+        with hold(tree_lock_path(record.tree), f"source tree {record.tree}", wait=wait), \
+                early.started(record) as running_early:
+            _, profile = _profile(root, project, profile_name)
+            if _tree_of(profile, layout, source) == record.tree:
+                return _build_locked(profile, layout, settings, record_name, running_early)
+        # The profile names another tree now; the early Bazel has been stopped.
+    _, profile = _profile(root, project, profile_name)
+    tree = _tree_of(profile, layout, source)
     with hold(tree_lock_path(tree), f"source tree {tree}", wait=wait):
-        return _build_locked(
-            profile, layout, source, options, as_json=as_json, allow_problems=allow_problems,
-            force=force, fix=fix, max_rounds=max_rounds, profile_ref=profile_name,
-        )
+        return _build_locked(profile, layout, settings, record_name, None)
+
+
+@dataclass(frozen=True)
+class _BuildSettings:
+    """The command line of one ``build-tf``/``build-tff``."""
+
+    project: str
+    profile_ref: str
+    source: str | None
+    jobs: int | None
+    ram: int | None
+    remote: RemoteOptions
+    as_json: bool
+    allow_problems: bool
+    force: bool
+    fix: bool
+    max_rounds: int
+    wait: bool
+
+
+def _tree_of(profile: Profile, layout: Layout, source: str | None) -> Path:
+    from tfwheels.source import source_tree
+
+    return source_tree(profile, layout, source)
 
 
 def _preflight(profile: Profile, layout: Layout) -> None:
@@ -164,6 +218,7 @@ def _preflight(profile: Profile, layout: Layout) -> None:
     is gigabytes): a profile for another platform, no usable Bazel, a patch that does not
     match its pin. make_plan checks all of these again, with the tree."""
     from tfwheels.bazel import find_bazel
+    from tfwheels.patches import load_series
     from tfwheels.profiles import host_platform
 
     host = host_platform()
@@ -181,62 +236,71 @@ def _preflight(profile: Profile, layout: Layout) -> None:
 def _build_locked(
     profile: Profile,
     layout: Layout,
-    source: str | None,
-    options: BuildOptions,
-    *,
-    as_json: bool,
-    allow_problems: bool,
-    force: bool,
-    fix: bool,
-    max_rounds: int,
-    profile_ref: str | None,
+    settings: _BuildSettings,
+    record_name: str,
+    early_bazel: EarlyBazel | None,
 ) -> int:
+    from tfwheels import early, pipeline
+    from tfwheels.plan import BuildOptions, make_plan
+    from tfwheels.progress import make_display
+    from tfwheels.source import prepare_source
+
     _preflight(profile, layout)
-    tree, done = prepare_source(profile, layout, source, force=force)
-    err.print(f"source: {done}")
+    tree, done = prepare_source(profile, layout, settings.source, force=settings.force)
+    console.err.print(f"source: {done}")
+    options = BuildOptions(jobs=settings.jobs, local_ram_mb=settings.ram, remote=settings.remote)
     plan = make_plan(profile, layout, tree, options)
     for warning in plan.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        console.err.print(f"[yellow]warning:[/yellow] {warning}")
     # The summary table ends every build, failed ones too; with --json it goes to stderr so
     # that stdout stays one JSON document.
-    summary_console = err if as_json else out
+    summary_console = console.err if settings.as_json else console.out
 
-    def execute(plan: Plan) -> pipeline.BuildResult:
+    def execute(plan: Plan, early_bazel: EarlyBazel | None = None) -> pipeline.BuildResult:
         return pipeline.execute(
             plan,
-            allow_problems=allow_problems,
-            display=make_display(err),
+            allow_problems=settings.allow_problems,
+            display=make_display(console.err),
             on_finish=lambda finished: _print_summary(finished, summary_console),
+            early=early_bazel,
         )
 
-    if fix:
+    if settings.fix:
         from tfwheels.autofix import build_with_fixes
 
-        assert profile_ref is not None  # _profile refused a missing --profile
-        result = build_with_fixes(plan, execute, profile_ref=profile_ref, options=options, max_rounds=max_rounds)
+        result = build_with_fixes(
+            plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds
+        )
     else:
-        result = execute(plan)
-    if as_json:
+        result = execute(plan, early_bazel)
+    if early_bazel is None or not early_bazel.adopted or result.wrote_tree:  # else it holds
+        from tfwheels.profiles import profile_files, resolve_profile_path
+
+        path = resolve_profile_path(layout.configs, settings.project, settings.profile_ref)
+        early.remember(layout, record_name, result.plan, profile_files(path, layout.configs))
+    if settings.as_json:
         _print_json(_result_json(result))
     return 0
 
 
 def _print_plan(plan: Plan) -> None:
     data = plan.to_json()
-    out.print(f"[bold]plan for {data['profile']}[/bold] ({data['project']} {data['version']}, {data['platform']})")
-    out.print(f"source: {data['source']}")
-    out.print(f"bazel: {data['bazel']}")
+    console.out.print(f"[bold]plan for {data['profile']}[/bold] ({data['project']} {data['version']}, {data['platform']})")
+    console.out.print(f"source: {data['source']}")
+    console.out.print(f"bazel: {data['bazel']}")
     for dest in data["rendered"]:
-        out.print(f"render: {dest}")
+        console.out.print(f"render: {dest}")
     for patch in data["patches"]:
-        out.print(f"patch: {patch['file']} ({patch['sha256'][:12]})")
+        console.out.print(f"patch: {patch['file']} ({patch['sha256'][:12]})")
     for argv in data["commands"]:
-        out.print(f"run: {format_argv(argv)}", highlight=False, markup=False)
+        console.out.print(f"run: {format_argv(argv)}", highlight=False, markup=False)
     for warning in data["warnings"]:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        console.out.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
+    from tfwheels.report import cache_figures
+
     collected = result.collected
     return {
         "profile": result.plan.profile.name,
@@ -248,20 +312,29 @@ def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
         "log": str(result.plan.log_path),
         "report": str(result.report_path) if result.report_path else None,
         "ok": result.ok,
+        "early_start": result.early_start,
     }
 
 
-def _print_summary(result: pipeline.BuildResult, console: Console = out) -> None:
-    """The end-of-build table, read back from the report file so it shows what was saved."""
+def _print_summary(result: pipeline.BuildResult, to: Console | None = None) -> None:
+    """The end-of-build table (on ``to``, default stdout), read back from the report file so it
+    shows what was saved."""
+    from tfwheels import report as build_reports
+
+    to = to or console.out
     path = result.report_path
     data = build_reports.load_report(path) if path else build_reports.build_report(result)
-    console.print(build_reports.summary_table(data))
+    to.print(build_reports.summary_table(data))
     if path:
-        console.print(f"report: {path}", highlight=False, markup=False)
+        to.print(f"report: {path}", highlight=False, markup=False)
 
 
 def configure(root: Path, project: str, profile_name: str | None, *, source: str | None, check: bool) -> int:
     """Render the profile's files into the source tree (or, with ``check``, say if they differ)."""
+    from tfwheels.plan import BuildOptions, make_plan
+    from tfwheels.render import stale_rendered, write_rendered
+    from tfwheels.source import source_tree
+
     layout, profile = _profile(root, project, profile_name)
     tree = source_tree(profile, layout, source)
     if not tree.is_dir():
@@ -269,19 +342,22 @@ def configure(root: Path, project: str, profile_name: str | None, *, source: str
         raise UsageError(msg)
     plan = make_plan(profile, layout, tree, BuildOptions(dry_run=True))
     if check:
-        stale = [d for d, text in plan.rendered.items() if not (tree / d).is_file() or (tree / d).read_text() != text]
+        stale = stale_rendered(plan.rendered, tree)
         for dest in stale:
-            out.print(f"out of date: {dest}")
+            console.out.print(f"out of date: {dest}")
         return 1 if stale else 0
     with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
         written = write_rendered(plan.rendered, tree)
     for dest in sorted(plan.rendered):
-        out.print(f"{'wrote' if dest in written else 'unchanged'}: {tree / dest}")
+        console.out.print(f"{'wrote' if dest in written else 'unchanged'}: {tree / dest}")
     return 0
 
 
 def patch(root: Path, project: str, profile_name: str | None, *, source: str | None, revert: bool, as_json: bool) -> int:
     """Apply the profile's patch series to the tree (or revert what was applied)."""
+    from tfwheels.patches import apply_series, load_series, read_state, revert_series
+    from tfwheels.source import source_tree
+
     layout, profile = _profile(root, project, profile_name)
     tree = source_tree(profile, layout, source)
     if not tree.is_dir():
@@ -296,18 +372,20 @@ def patch(root: Path, project: str, profile_name: str | None, *, source: str | N
         _print_json({**report.to_json(), "state": read_state(tree)["applied"]})
         return 0
     for name in report.applied:
-        out.print(f"applied: {name}")
+        console.out.print(f"applied: {name}")
     for name in report.skipped:
-        out.print(f"already applied: {name}")
+        console.out.print(f"already applied: {name}")
     for name in report.reverted:
-        out.print(f"reverted: {name}")
+        console.out.print(f"reverted: {name}")
     if not (report.applied or report.skipped or report.reverted):
-        out.print("nothing to do")
+        console.out.print("nothing to do")
     return 0
 
 
 def collect(root: Path, project: str, profile_name: str | None, *, wheels: list[str], allow_problems: bool) -> int:
     """Verify wheels (default: the profile's wheelhouse) and move the good ones into dist/."""
+    from tfwheels.wheels import collect as collect_wheels
+
     layout, profile = _profile(root, project, profile_name)
     paths = [Path(w) for w in wheels] or sorted(layout.wheelhouse(profile.key).glob("*.whl"))
     if not paths:
@@ -316,14 +394,18 @@ def collect(root: Path, project: str, profile_name: str | None, *, wheels: list[
     metadata = {"profile": profile.name, "project": profile.project, "version": profile.version, "platform": profile.platform}
     result = collect_wheels(paths, profile, layout.dist, layout.rejected(), metadata, allow_problems)
     for entry in result.accepted:
-        out.print(f"collected: {entry['wheel']}")
+        console.out.print(f"collected: {entry['wheel']}")
     for report in result.rejected:
-        out.print(f"[red]rejected[/red]: {report.wheel} (report in {layout.rejected()})")
+        console.out.print(f"[red]rejected[/red]: {report.wheel} (report in {layout.rejected()})")
     return 1 if result.rejected else 0
 
 
 def profiles(root: Path, *, as_json: bool) -> int:
     """List every profile with its project, version, platform and Bazel."""
+    from rich.table import Table
+
+    from tfwheels.profiles import list_profiles, load_profile
+
     layout = layout_for(root)
     rows: list[dict[str, Any]] = []
     for found in list_profiles(layout.configs):
@@ -350,16 +432,18 @@ def profiles(root: Path, *, as_json: bool) -> int:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("name", "project", "version", "platform", "bazel_version")))
-    out.print(table)
+    console.out.print(table)
     return 0
 
 
 def schema(root: Path, output: str | None) -> int:
     """Write the JSON Schema of profile files (default: schema/profile.schema.json)."""
+    from tfwheels.profiles import profile_schema
+
     target = Path(output) if output else root / "schema" / "profile.schema.json"
     data = json.dumps(profile_schema(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
     write_atomic(target, data)
-    out.print(f"wrote {target}")
+    console.out.print(f"wrote {target}")
     return 0
 
 
@@ -374,19 +458,20 @@ def clean(root: Path, *, dist: bool, expunge: bool) -> int:
     for path in [layout.build, *([layout.dist] if dist else [])]:
         if path.exists():
             shutil.rmtree(path)
-            out.print(f"removed {path}")
+            console.out.print(f"removed {path}")
     return 0
 
 
 def fetch(root: Path, project: str, profile_name: str | None, *, dest: str | None, force: bool) -> int:
     """Clone (or copy) the profile's source tree, checked against its pinned commit."""
-    layout, profile = _profile(root, project, profile_name)
     from tfwheels.fetch import fetch_source
+    from tfwheels.source import default_tree
 
+    layout, profile = _profile(root, project, profile_name)
     tree = Path(dest).resolve() if dest else default_tree(profile, layout)
     with hold(tree_lock_path(tree), f"source tree {tree}", wait=False):
         _tree, done = fetch_source(profile, layout, tree, force=force)
-    out.print(done, highlight=False)
+    console.out.print(done, highlight=False)
     return 0
 
 
@@ -441,6 +526,8 @@ def report(
     as_markdown: bool = False,
 ) -> int:
     """Print the newest build report again (of one profile or project, when given)."""
+    from tfwheels import report as build_reports
+
     layout = layout_for(root)
     path = build_reports.latest_report(layout.build, profile_name, project_name(project) if project else None)
     if as_json:
@@ -450,8 +537,8 @@ def report(
     if as_markdown:
         print(build_reports.markdown(data), end="")
         return 0
-    out.print(build_reports.summary_table(data))
-    out.print(f"report: {path}", highlight=False, markup=False)
+    console.out.print(build_reports.summary_table(data))
+    console.out.print(f"report: {path}", highlight=False, markup=False)
     return 0
 
 
@@ -461,6 +548,10 @@ CI_DEFAULT_PYTHON = "3.11"
 
 def _wheel_provider(profile: Profile, candidates: list[Profile]) -> Profile | None:
     """The newest of ``candidates`` that builds every wheel ``profile`` requires, or None."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
     providers: list[Profile] = []
     for text in profile.requires.wheels:
         requirement = Requirement(text)
@@ -482,6 +573,8 @@ def ci_matrix_entries(layout: Layout, platform: str, project: str | None = None)
     A profile that needs another project's wheel (TFF needs TF's) names the profile that builds
     it as ``tf_profile``, and is left out, with a note on stderr, when no profile does.
     """
+    from tfwheels.profiles import list_profiles, load_profile
+
     loaded = [
         load_profile(str(found.path), found.project, layout.configs, layout.root)
         for found in list_profiles(layout.configs)
@@ -500,7 +593,7 @@ def ci_matrix_entries(layout: Layout, platform: str, project: str | None = None)
             provider = _wheel_provider(profile, [p for p in same_platform if p is not profile])
             if provider is None:
                 wanted = ", ".join(profile.requires.wheels)
-                err.print(f"left out {profile.key}: no {platform} profile builds {wanted}", highlight=False)
+                console.err.print(f"left out {profile.key}: no {platform} profile builds {wanted}", highlight=False)
                 continue
             entry[f"{provider.project_dir}_profile"] = provider.name
         entries.append(entry)
@@ -514,7 +607,10 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
     profile's configs or patches changes that profile's Bazel cache key only."""
     import hashlib
 
-    from tfwheels.profiles import file_sha256, profile_files, resolve_profile_path
+    from rich.table import Table
+
+    from tfwheels.patches import load_series
+    from tfwheels.profiles import file_sha256, load_profile, profile_files, resolve_profile_path
 
     layout = layout_for(root)
     entries = ci_matrix_entries(layout, platform, project_name(project) if project else None)
@@ -545,7 +641,7 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
     for entry in entries:
         table.add_row(entry["project"], entry["profile"], entry["python"], entry.get("tf_profile", ""),
                       entry["cache_key"][:12])
-    out.print(table)
+    console.out.print(table)
     return 0
 
 

@@ -55,7 +55,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-import psutil
 from rich.markup import escape
 
 from tfwheels import hostinfo

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+
+# What tfwheels keeps inside a source tree: the patch state (tfwheels.patches) and the like.
+STATE_DIR = ".tfwheels"
+STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,21 @@ class Layout:
     def rejected(self) -> Path:
         """Wheels that failed verification, with their reports."""
         return self.build / "rejected"
+
+
+def user_cache_dir(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """tfwheels' per-user cache folder: ``~/Library/Caches/tfwheels`` on macOS, else
+    ``$XDG_CACHE_HOME/tfwheels`` (default ``~/.cache/tfwheels``), as bazelisk chooses its own.
+
+    >>> user_cache_dir({"HOME": "/home/u"}, "linux")
+    PosixPath('/home/u/.cache/tfwheels')
+    >>> user_cache_dir({"HOME": "/Users/u"}, "darwin")
+    PosixPath('/Users/u/Library/Caches/tfwheels')
+    """
+    env = os.environ if env is None else env
+    platform = platform or sys.platform
+    home = Path(env.get("HOME") or Path.home())
+    if platform == "darwin":
+        return home / "Library" / "Caches" / "tfwheels"
+    xdg = env.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".cache") / "tfwheels"

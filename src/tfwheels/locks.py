@@ -30,7 +30,7 @@ class LockBusy(TfwheelsError):
 def tree_lock_path(tree: Path) -> Path:
     """The lock of a source tree: per user, outside the tree (it may not exist yet, or be a
     checkout the user does not want written into), named by the tree's real path."""
-    from tfwheels.remote import user_cache_dir
+    from tfwheels.layout import user_cache_dir
 
     digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:16]
     return user_cache_dir() / "locks" / f"tree-{digest}.lock"
@@ -39,7 +39,7 @@ def tree_lock_path(tree: Path) -> Path:
 def dist_lock_path(dist: Path) -> Path:
     """The lock of a dist/ folder (its manifest is rewritten by every collect), kept outside it
     so that dist/ holds only wheels and the manifest."""
-    from tfwheels.remote import user_cache_dir
+    from tfwheels.layout import user_cache_dir
 
     digest = hashlib.sha256(str(dist.resolve()).encode()).hexdigest()[:16]
     return user_cache_dir() / "locks" / f"dist-{digest}.lock"

@@ -20,11 +20,10 @@ from typing import Any
 
 from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import PatchError, ProfileError
+from tfwheels.layout import STATE_DIR, STATE_FILE
 from tfwheels.profiles import PatchEntry, Profile, file_sha256
 from tfwheels.run import run
 
-STATE_DIR = ".tfwheels"
-STATE_FILE = "state.json"
 ORIGINALS = "originals"
 
 
@@ -213,11 +212,25 @@ def _stage(tree: Path, files: Iterable[str], staging: Path) -> None:
             shutil.copy2(source, target)
 
 
+def _recorded(series: Sequence[PatchFile]) -> list[dict[str, str]]:
+    return [{"file": p.name, "sha256": p.entry.sha256} for p in series]
+
+
+def series_in_place(tree: Path, series: Sequence[PatchFile]) -> bool:
+    """True when ``apply_series`` would change nothing: the tree's state records exactly this
+    series as applied and no interrupted move waits to be rolled back."""
+    try:
+        state = read_state(tree)
+    except PatchError:
+        return False
+    return not state.get("pending") and state["applied"] == _recorded(series)
+
+
 def apply_series(tree: Path, series: Sequence[PatchFile]) -> PatchReport:
     """Apply ``series`` to ``tree`` all or nothing; already-applied patches are skipped."""
     recover(tree)
     state = read_state(tree)
-    wanted = [{"file": p.name, "sha256": p.entry.sha256} for p in series]
+    wanted = _recorded(series)
     recorded = state["applied"]
     report = PatchReport(tool=tree_tool(tree))
     if recorded != wanted[: len(recorded)]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import shutil
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfwheels.atomic import copy_if_changed, write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
@@ -20,15 +21,18 @@ from tfwheels.credentials import local_retry_warranted, log_lines_since, use_loc
 from tfwheels.credentials import session as remote_session
 from tfwheels.errors import BuildError, TfwheelsError
 from tfwheels.interrupts import checkpoint
-from tfwheels.patches import PatchReport, apply_series
+from tfwheels.patches import PatchReport, apply_series, series_in_place
 from tfwheels.plan import Plan
 from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
-from tfwheels.render import expand, write_rendered
+from tfwheels.render import expand, stale_rendered, write_rendered
 from tfwheels.report import write_report
-from tfwheels.run import Result
-from tfwheels.smoke import smoke_test
+from tfwheels.run import Result, Started
 from tfwheels.source import head_commit, stage_wheels
 from tfwheels.wheels import Collected, already_collected, collect
+
+if TYPE_CHECKING:
+    from tfwheels.early import EarlyBazel
+    from tfwheels.smoke import SmokeResult
 
 FINGERPRINT = ".tfwheels-fingerprint"
 
@@ -54,6 +58,13 @@ class BuildResult:
     diagnosis: list[str] = field(default_factory=list)
     progress: ProgressState | None = None
     report_path: Path | None = None
+    early_start: bool = False  # Bazel was started before the plan was made (tfwheels.early)
+
+    @property
+    def wrote_tree(self) -> bool:
+        """True when configure or patch changed a file in the source tree."""
+        patches = self.patches
+        return bool(self.rendered or (patches and (patches.applied or patches.reverted)))
 
     @property
     def executed(self) -> int:
@@ -62,8 +73,9 @@ class BuildResult:
 
 
 @contextmanager
-def _stage(result: BuildResult, name: str) -> Iterator[None]:
-    start = time.monotonic()
+def _stage(result: BuildResult, name: str, since: float | None = None) -> Iterator[None]:
+    """Time the block as stage ``name``; ``since``: it began earlier, at that monotonic time."""
+    start = time.monotonic() if since is None else since
     try:
         yield
     except BaseException:
@@ -212,6 +224,25 @@ def manifest_metadata(plan: Plan, result: BuildResult) -> dict[str, Any]:
     }
 
 
+def _tree_in_place(plan: Plan) -> bool:
+    """True when configure, patch and the staging of required wheels would write nothing."""
+    if stale_rendered(plan.rendered, plan.tree) or not series_in_place(plan.tree, plan.series):
+        return False
+    if not plan.required_wheels:
+        return True
+    deps = plan.layout.build / "deps" / plan.profile.key
+    if {p.name for p in deps.glob("*.whl")} != {w.name for w in plan.required_wheels}:
+        return False
+    folders = [deps]
+    if plan.profile.requires.tree_folder:
+        folders.append(plan.tree / plan.profile.requires.tree_folder)
+    return all(
+        (folder / wheel.name).is_file() and filecmp.cmp(wheel, folder / wheel.name, shallow=False)
+        for folder in folders
+        for wheel in plan.required_wheels
+    )
+
+
 def _stage_required(plan: Plan) -> None:
     """Copy the wheels the build consumes where its workspace reads them: build/deps/<key>
     (through ``requires.folder_env``) and, if the profile names one, a folder in the tree."""
@@ -232,19 +263,23 @@ def execute(
     on_line: LineHandler | None = None,
     display: Display | None = None,
     on_finish: Callable[[BuildResult], None] | None = None,
+    early: EarlyBazel | None = None,
 ) -> BuildResult:
     """Run every stage of ``plan``; raise BuildError (with the log) if Bazel fails.
 
     Progress goes to ``display`` (see tfwheels.progress; None shows nothing) and every console
     line to ``on_line`` as well. Whatever happens, a report is written to ``build/reports/`` and
     ``on_finish`` gets the finished result (``report_path`` set) before an error goes on up.
+
+    ``early`` is a Bazel started before the plan was made: it becomes the build if it runs the
+    plan's command and the tree needs no change, and is stopped before anything is written if not.
     """
     result = BuildResult(plan, started=time.time())
     monitor = BuildMonitor(plan.bep_path, display, label=plan.profile.key)
     result.progress = monitor.state
     monitor.start()
     try:
-        _run_stages(plan, result, monitor, allow_problems, on_line)
+        _run_stages(plan, result, monitor, allow_problems, on_line, early)
         result.ok = True
     except BaseException as exc:
         result.error = _describe(exc)
@@ -258,6 +293,12 @@ def execute(
         if on_finish is not None:
             on_finish(result)
     return result
+
+
+def _smoke_test(plan: Plan, wheel: Path) -> SmokeResult:
+    from tfwheels.smoke import smoke_test  # its libraries load only when a wheel is new
+
+    return smoke_test(wheel, plan.layout.dist, plan.host.python_bin, plan.profile.test_command)
 
 
 def _describe(exc: BaseException) -> str:
@@ -291,8 +332,11 @@ def _run_stages(
     monitor: BuildMonitor,
     allow_problems: bool,
     on_line: LineHandler | None,
+    early: EarlyBazel | None = None,
 ) -> None:
     tree = plan.tree
+    if early is not None and not _tree_in_place(plan):
+        early.cancel()  # before configure or patch writes a file it may be reading
     with _stage(result, "configure"):
         result.rendered = write_rendered(plan.rendered, tree)
     with _stage(result, "patch"):
@@ -301,8 +345,14 @@ def _run_stages(
     _stage_required(plan)
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
     plan.bep_path.parent.mkdir(parents=True, exist_ok=True)
-    # Whatever the progress reader finds in the BEP file must come from this build.
-    plan.bep_path.unlink(missing_ok=True)
+    started = early.adopt() if early is not None and early.matches(plan) else None
+    if early is not None and started is None:
+        early.cancel()
+    result.early_start = started is not None
+    if started is None:
+        # Whatever the progress reader finds in the BEP file must come from this build (an
+        # adopted early Bazel removed it before it started).
+        plan.bep_path.unlink(missing_ok=True)
     plan.log_path.touch()
     _point_latest(plan.log_path)
 
@@ -311,21 +361,23 @@ def _run_stages(
         if counts is not None:
             result.processes = counts
 
-    with _stage(result, "build"), remote_session(plan, build=True):
+    # An adopted early Bazel's time counts from its start, before the plan was made.
+    with _stage(result, "build", started.began if started else None), remote_session(plan, build=True):
         log_start = plan.log_path.stat().st_size if plan.log_path.is_file() else 0
         monitor.tail_bep(True)
 
-        def build() -> Result:
+        def build(started: Started | None = None) -> Result:
             return run_bazel(
                 plan.build_argv,
                 cwd=tree,
                 env=plan.environment(),
                 log_path=plan.log_path,
                 on_line=_tee(watch, monitor.on_line, on_line),
+                started=started,
             )
 
         try:
-            outcome = build()
+            outcome = build(started)
             # A gRPC cache that refuses the credential is first seen by Bazel (the preflight
             # only reaches it by TCP); with local_fallback on, build once more without it.
             if not outcome.ok and local_retry_warranted(
@@ -366,9 +418,7 @@ def _run_stages(
             manifest_metadata(plan, result),
             allow_problems=allow_problems,
             companions=plan.required_wheels,
-            smoke=lambda wheel: smoke_test(
-                wheel, plan.layout.dist, plan.host.python_bin, plan.profile.test_command
-            ),
+            smoke=lambda wheel: _smoke_test(plan, wheel),
         )
         if result.collected.rejected:
             names = ", ".join(r.wheel for r in result.collected.rejected)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tfwheels.bazel import NOT_FOUND, BazelTool, bazel_env, build_argv, check_version, find_bazel
 from tfwheels.errors import ProfileError, TfwheelsError, UsageError
@@ -153,6 +151,11 @@ def _find_required(
 ) -> tuple[list[Path], list[str]]:
     """The wheels in dist/ that ``requires.wheels`` names, for the profile's platform and the
     plan's Python (default: the profile's); the newest version wins. Missing ones say why."""
+    if not profile.requires.wheels:
+        return [], []
+    from packaging.requirements import InvalidRequirement, Requirement  # only TFF requires wheels
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
     python_version = python_version or profile.python_version()
     python_tag = f"cp{python_version.replace('.', '')}"
     found: list[Path] = []

@@ -17,23 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from tfwheels.atomic import write_atomic
-from tfwheels.remote import user_cache_dir
+from tfwheels.layout import user_cache_dir
 
 _FILE = "probes.json"
 _MOST_ENTRIES = 64  # a cache, not a history: a few tools on a few paths
 
 
-def fingerprint(paths: Iterable[Path]) -> str | None:
+def fingerprint(paths: Iterable[Path], *, missing_ok: bool = False) -> str | None:
     """A key that changes when any of ``paths`` (followed through links) changes; None when one
-    cannot be read, which means: do not cache."""
+    cannot be read, which means: do not cache. With ``missing_ok`` a missing path is part of
+    the key (its appearing changes it) instead."""
     parts = []
     for path in paths:
         try:
-            real = path.resolve()
-            info = real.stat()
+            info = os.stat(path)  # through links: a link pointed elsewhere gives another inode
+        except FileNotFoundError:
+            if not missing_ok:
+                return None
+            parts.append(f"{path}:missing")
+            continue
         except OSError:
             return None
-        parts.append(f"{path}>{real}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}")
+        parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}")
     return "|".join(parts)
 
 

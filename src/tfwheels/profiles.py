@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
@@ -36,7 +35,6 @@ from pydantic import (
 
 from tfwheels.errors import ProfileError
 from tfwheels.remote import RemoteSpec, no_leading_dash
-from tfwheels.tff_facts import check_tff_profile
 from tfwheels.yamlsafe import Loc, Located, load_located
 
 PROJECT_DIRS = {"tensorflow": "tf", "tensorflow_federated": "tff"}
@@ -210,6 +208,8 @@ def _commit(value: str) -> str:
 
 
 def _specifier(value: str) -> str:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # only a patch's range
+
     try:
         SpecifierSet(value)
     except InvalidSpecifier as exc:
@@ -483,6 +483,10 @@ class Profile(_Model):
 
     def active_patches(self) -> tuple[PatchEntry, ...]:
         """The patches whose version range admits this profile's version."""
+        if all(p.versions is None for p in self.patches):
+            return self.patches
+        from packaging.specifiers import SpecifierSet
+
         version = Version(self.version)
         return tuple(
             p for p in self.patches if p.versions is None or version in SpecifierSet(p.versions)
@@ -738,6 +742,8 @@ def load_profile(
         )
         raise ProfileError(msg)
     if profile.project == "tensorflow_federated":
+        from tfwheels.tff_facts import check_tff_profile  # TF builds need none of it
+
         # TFF's own METADATA pins its TensorFlow and Python (configs/facts/tff_requirements.yaml).
         check_tff_profile(
             profile.version, profile.requires.wheels, profile.python.version, configs,

@@ -30,13 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich's renderables load with the Live panel, on a terminal only
+    from rich.console import Console, RenderableType
 
 from tfwheels.bazel import parse_processes
 
@@ -611,6 +608,8 @@ class LiveDisplay:
 
     def stop(self, state: ProgressState, now: float, diagnosis: list[str]) -> None:
         """Remove the panel; leave the final status and, on failure, the errors."""
+        from rich.text import Text
+
         self.live.stop()
         style = "red" if state.stage == "failed" else "green"
         self.console.print(Text(status_text(state, now), style=style))
@@ -621,6 +620,12 @@ class LiveDisplay:
 
 def render_panel(state: ProgressState, now: float) -> RenderableType:
     """The Live panel: stage, bar, rate and ETA, the longest-running actions, cache hits."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="ellipsis", no_wrap=True)

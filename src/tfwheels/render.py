@@ -197,14 +197,19 @@ def _render(profile: Profile, context: Mapping[str, object], templates: Path) ->
     return rendered
 
 
-def write_rendered(rendered: Mapping[str, str], tree: Path) -> list[str]:
-    """Write rendered files into ``tree``; files whose bytes are unchanged are not touched."""
-    written: list[str] = []
+def stale_rendered(rendered: Mapping[str, str], tree: Path) -> list[str]:
+    """The rendered files that ``tree`` lacks or holds other bytes of, sorted."""
+    stale: list[str] = []
     for dest, text in sorted(rendered.items()):
         path = tree / dest
-        data = text.encode("utf-8")
-        if path.is_file() and path.read_bytes() == data:
-            continue
-        write_atomic(path, data)
-        written.append(dest)
+        if not (path.is_file() and path.read_bytes() == text.encode("utf-8")):
+            stale.append(dest)
+    return stale
+
+
+def write_rendered(rendered: Mapping[str, str], tree: Path) -> list[str]:
+    """Write rendered files into ``tree``; files whose bytes are unchanged are not touched."""
+    written = stale_rendered(rendered, tree)
+    for dest in written:
+        write_atomic(tree / dest, rendered[dest].encode("utf-8"))
     return written

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import IO
 
 import sh
 
-from tfwheels.console import err
+from tfwheels import console
 from tfwheels.errors import InterruptedRun, ToolMissingError, TfwheelsError
 from tfwheels.redact import scrub
 
@@ -143,6 +144,142 @@ def _command(program: str) -> sh.Command:
         raise ToolMissingError(msg) from exc
 
 
+def _refuse_when_stopping(program: str) -> None:
+    if running.stopping is not None:
+        name = signal.Signals(running.stopping).name
+        msg = f"stopped by {name} before running {program}; rerun the same command to resume"
+        raise InterruptedRun(msg, running.stopping)
+
+
+def _spawn_kwargs(
+    cwd: str | os.PathLike[str] | None, env: Mapping[str, str] | None, stdin: str | None
+) -> dict[str, object]:
+    kwargs: dict[str, object] = {
+        "_ok_code": list(range(256)),
+        "_cwd": str(cwd) if cwd is not None else None,
+        "_env": dict(env) if env is not None else None,
+        "_bg": True,
+        "_bg_exc": False,
+        "_new_session": True,
+        "_in": stdin if stdin is not None else "",
+    }
+    if _DIE_WITH_PARENT is not None:
+        kwargs["_preexec_fn"] = _DIE_WITH_PARENT
+    return kwargs
+
+
+def _exit_code(proc: sh.RunningCommand) -> int:
+    try:
+        proc.wait()
+    except sh.SignalException:
+        pass  # killed by a signal (ours, passed on at Ctrl-C): exit_code is -signum, handled below
+    finally:
+        running.remove(proc)
+    code = proc.exit_code if proc.exit_code is not None else 1
+    return 128 - code if code < 0 else code  # < 0: killed by a signal
+
+
+class Started:
+    """A streamed command that is already running; its output lines are held until ``finish``
+    takes them, or dropped by ``cancel``.
+
+    ``run(stream=True)`` finishes one at once. tfwheels.early starts a rebuild's Bazel before
+    the plan is made and finishes it only if the plan runs the very same command, so nothing of
+    a command that was not wanted reaches the console or a log.
+    """
+
+    def __init__(self, argv: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._sink: LineHandler | None = None
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._proc: sh.RunningCommand | None = None
+        self._code: int | None = None
+        self.began = time.monotonic()
+
+    def _line(self, line: str) -> None:
+        text = scrub(line.rstrip("\n"))  # before the log, the console and error messages
+        with self._lock:
+            self._tail.append(text)
+            if self._sink is None:
+                self._held.append(text)
+            else:
+                self._sink(text)
+
+    @property
+    def done(self) -> bool:
+        """True once the command has ended and been waited for."""
+        return self._code is not None
+
+    def _wait(self) -> int:
+        if self._code is None:
+            assert self._proc is not None
+            self._code = _exit_code(self._proc)
+        return self._code
+
+    def finish(
+        self, *, on_line: LineHandler | None = None, log: IO[str] | None = None, echo: bool = False,
+        check: bool = False,
+    ) -> Result:
+        """Show (``echo``) and hand on the output so far, then each line as it comes, to ``log``
+        and ``on_line``; wait for the command and return its result."""
+        if echo:
+            console.err.print(f"+ {format_argv(self.argv)}", style="dim", highlight=False, markup=False)
+
+        def sink(text: str) -> None:
+            if log is not None:
+                log.write(text + "\n")
+                log.flush()
+            if on_line is not None:
+                on_line(text)
+
+        with self._lock:  # the held lines first, in order, before any new one
+            for text in self._held:
+                sink(text)
+            self._held.clear()
+            self._sink = sink
+        result = Result(self.argv, self._wait(), tail=tuple(self._tail))
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+    def cancel(self) -> int:
+        """Stop the command as Ctrl-C would (one SIGINT to its process group), wait for it and
+        drop its output; returns its exit status."""
+        if self._code is None and self._proc is not None and self._proc.is_alive():
+            try:
+                self._proc.signal_group(signal.SIGINT)
+            except (ProcessLookupError, OSError):  # it has just ended
+                pass
+        with self._lock:
+            self._held.clear()
+            self._sink = lambda _text: None
+        return self._wait()
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    cleanup: bool = False,
+) -> Started:
+    """Start ``argv`` with its stdout and stderr merged, held line by line (see ``Started``);
+    once the run is stopping (Ctrl-C), only ``cleanup`` commands still start."""
+    _refuse_when_stopping(str(argv[0]))
+    started = Started(tuple(str(a) for a in argv), cwd, dict(env) if env is not None else None)
+    kwargs = _spawn_kwargs(cwd, env, stdin)
+    kwargs.update(_out=started._line, _err_to_out=True, _out_bufsize=1, _encoding="utf-8",
+                  _decode_errors="replace")
+    started._proc = _command(started.argv[0])(*started.argv[1:], **kwargs)
+    running.add(started._proc)
+    return started
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -164,64 +301,23 @@ def run(
     Once the run is stopping (Ctrl-C), only ``cleanup`` commands still start.
     """
     argv = tuple(str(a) for a in argv)
-    if running.stopping is not None and not cleanup:
-        name = signal.Signals(running.stopping).name
-        msg = f"stopped by {name} before running {argv[0]}; rerun the same command to resume"
-        raise InterruptedRun(msg, running.stopping)
+    if not cleanup:
+        _refuse_when_stopping(argv[0])
     if echo:
-        err.print(f"+ {format_argv(argv)}", style="dim", highlight=False, markup=False)
-    cmd = _command(argv[0])
-    kwargs: dict[str, object] = {
-        "_ok_code": list(range(256)),
-        "_cwd": str(cwd) if cwd is not None else None,
-        "_env": dict(env) if env is not None else None,
-        "_bg": True,
-        "_bg_exc": False,
-        "_new_session": True,
-    }
-    if _DIE_WITH_PARENT is not None:
-        kwargs["_preexec_fn"] = _DIE_WITH_PARENT
-    if stdin is not None:
-        kwargs["_in"] = stdin
-    else:
-        kwargs["_in"] = ""
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        console.err.print(f"+ {format_argv(argv)}", style="dim", highlight=False, markup=False)
     if stream:
-
-        def handle(line: str) -> None:
-            text = scrub(line.rstrip("\n"))  # before the log, the console and error messages
-            tail.append(text)
-            if log is not None:
-                log.write(text + "\n")
-                log.flush()
-            if on_line is not None:
-                on_line(text)
-
-        kwargs["_out"] = handle
-        kwargs["_err_to_out"] = True
-        kwargs["_out_bufsize"] = 1
-        kwargs["_encoding"] = "utf-8"
-        kwargs["_decode_errors"] = "replace"
-    proc = cmd(*argv[1:], **kwargs)
+        started = start(argv, cwd=Path(cwd) if cwd is not None else None, env=env, stdin=stdin, cleanup=True)
+        return started.finish(on_line=on_line, log=log, check=check)
+    kwargs = _spawn_kwargs(cwd, env, stdin)
+    proc = _command(argv[0])(*argv[1:], **kwargs)
     running.add(proc)
-    try:
-        proc.wait()
-    except sh.SignalException:
-        pass  # killed by a signal (ours, passed on at Ctrl-C): exit_code is -signum, handled below
-    finally:
-        running.remove(proc)
-    code = proc.exit_code if proc.exit_code is not None else 1
-    if code < 0:  # killed by a signal
-        code = 128 - code
-    if stream:
-        result = Result(argv, code, tail=tuple(tail))
-    else:
-        result = Result(
-            argv,
-            code,
-            stdout=scrub(proc.stdout.decode("utf-8", "replace")),
-            stderr=scrub(proc.stderr.decode("utf-8", "replace")),
-        )
+    code = _exit_code(proc)
+    result = Result(
+        argv,
+        code,
+        stdout=scrub(proc.stdout.decode("utf-8", "replace")),
+        stderr=scrub(proc.stderr.decode("utf-8", "replace")),
+    )
     if check and code != 0:
         raise CommandFailed(result)
     return result

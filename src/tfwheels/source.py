@@ -107,7 +107,10 @@ def stage_wheels(wheels: list[Path], tree: Path, folder: str) -> None:
     for wheel in wheels:
         copy_if_changed(wheel, tree / folder / wheel.name)
     record = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
-    write_atomic(tree / STATE_DIR / STAGED_WHEELS, json.dumps(record, indent=1).encode() + b"\n")
+    data = json.dumps(record, indent=1).encode() + b"\n"
+    path = tree / STATE_DIR / STAGED_WHEELS
+    if not (path.is_file() and path.read_bytes() == data):
+        write_atomic(path, data)
 
 
 def user_changes(tree: Path) -> list[str]:

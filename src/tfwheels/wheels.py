@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import UsageError, WheelError
@@ -81,6 +80,8 @@ def write_manifest(dist: Path, manifest: dict[str, Any]) -> None:
 
 def name_problems(wheel: Path, profile: Profile) -> list[str]:
     """Ways the wheel's file name disagrees with what the profile builds."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename  # a no-op build has no new wheel
+
     try:
         name, version, _, tags = parse_wheel_filename(wheel.name)
     except ValueError as exc:
@@ -184,6 +185,8 @@ def _wheel_set(wheel: Path, companions: Iterable[Path], dist: Path) -> list[Path
 
 def _unverifiable(wheel: Path, target: str | None, exc: Exception) -> WheelReport:
     """The report on a file verify_wheel could not read as a wheel at all."""
+    from packaging.utils import parse_wheel_filename
+
     from tfwheels.verify import WheelReport
 
     try:
