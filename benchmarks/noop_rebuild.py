@@ -56,20 +56,28 @@ def main() -> int:
     try:
         first, _ = timed([*build, "--fix"], ROOT, env)
         _, plan_out = timed([*build, "--dry-run"], ROOT, env)
-        raw = json.loads(plan_out.stdout)["bazel_commands"][0]
-        timed(raw, tree, env)  # the same flags as tfwheels, so the server keeps its state
+        plan = json.loads(plan_out.stdout)
+        raw = plan["bazel_commands"][0]
+        raw_env = {**env, **plan["env"]}  # and the environment tfwheels gives it
+        timed(raw, tree, raw_env)  # the same flags as tfwheels, so the server keeps its state
         for _ in range(args.warmup):  # a fresh server's JIT is still compiling its first commands
             timed(build, ROOT, env)
-            timed(raw, tree, env)
-        tool_times, raw_times, executed, early = [], [], [], []
+            timed(raw, tree, raw_env)
+        # What any invoke task costs before it does anything: part of every run, not tfwheels'.
+        empty = work / "empty"
+        empty.mkdir()
+        (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef nothing(c):\n    pass\n")
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(empty)], check=True)
+        tool_times, raw_times, floor_times, executed, early = [], [], [], [], []
         for _ in range(args.runs):
             seconds, result = timed(build, ROOT, env)
             tool_times.append(seconds)
             outcome = json.loads(result.stdout)
             executed.append(outcome["actions_executed"])
             early.append(outcome["early_start"])
-            seconds, _ = timed(raw, tree, env)
+            seconds, _ = timed(raw, tree, raw_env)
             raw_times.append(seconds)
+            floor_times.append(timed([sys.executable, "-m", "invoke", "nothing"], empty, env)[0])
     finally:
         bazel = shutil.which("bazel-4") or shutil.which("bazel") or shutil.which("bazelisk")
         if bazel:
@@ -81,6 +89,8 @@ def main() -> int:
     print(f"no-op, raw bazel median:       {bare:7.3f} s  {['%.3f' % t for t in raw_times]}")
     print(f"overhead:                      {tool - bare:+7.3f} s  (target <= {TARGET_OVERHEAD_S} s)")
     print(f"ratio:                         {tool / bare:7.2f}x")
+    floor = statistics.median(floor_times)
+    print(f"of the overhead, invoke itself: {floor:6.3f} s  (an empty task's whole process, median)")
     print(f"actions executed (no-op runs): {executed}  (target: all 0)")
     print(f"Bazel started before planning: {sum(early)} of {len(early)} runs (tfwheels.early)")
     ok = tool - bare <= TARGET_OVERHEAD_S and not any(executed)
