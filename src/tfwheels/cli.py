@@ -177,12 +177,16 @@ def build(
     record_name = early.key(project, profile_name, source, jobs, ram, remote)
     record = None if force or fix else early.lookup(layout, record_name)
     if record is not None:
-        with hold(tree_lock_path(record.tree), f"source tree {record.tree}", wait=wait), \
-                early.started(record) as running_early:
-            _, profile = _profile(root, project, profile_name)
-            if _tree_of(profile, layout, source) == record.tree:
-                return _build_locked(profile, layout, settings, record_name, running_early)
-        # The profile names another tree now; the early Bazel has been stopped.
+        with hold(tree_lock_path(record.tree), f"source tree {record.tree}", wait=wait):
+            # After a wait for another build of this tree, what the record was made from may differ.
+            current = early.lookup(layout, record_name) if wait else record
+            if current is not None and current.tree == record.tree:
+                with early.started(current) as running_early:
+                    _, profile = _profile(root, project, profile_name)
+                    if _tree_of(profile, layout, source) == current.tree:
+                        return _build_locked(profile, layout, settings, record_name, running_early)
+        # The profile names another tree now (the early Bazel has been stopped), or the record no
+        # longer holds: build as usual.
     _, profile = _profile(root, project, profile_name)
     tree = _tree_of(profile, layout, source)
     with hold(tree_lock_path(tree), f"source tree {tree}", wait=wait):
