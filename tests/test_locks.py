@@ -118,3 +118,14 @@ def test_patch_and_configure_refuse_a_tree_a_build_holds(
         assert proc.stdout is not None
         proc.stdout.close()
     assert not (tree / ".tfwheels").exists() and not (tree / ".bazelrc.user").exists()
+
+
+def test_the_holder_file_keeps_no_credential_of_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["invoke", "build-tf", "--remote-cache", "https://me:s3cret@cache.example/x", "--profile", "p"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with hold(tmp_path / "tree.lock", "the test tree", wait=False):
+        text = (tmp_path / "tree.lock.holder").read_text()
+    assert "s3cret" not in text and "me:" not in text
+    assert "--remote-cache https://***@cache.example/x --profile p" in text

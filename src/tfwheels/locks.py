@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +44,18 @@ def dist_lock_path(dist: Path) -> Path:
 
     digest = hashlib.sha256(str(dist.resolve()).encode()).hexdigest()[:16]
     return user_cache_dir() / "locks" / f"dist-{digest}.lock"
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line as the holder file keeps it: plain text on disk, so with every known
+    secret and the ``user:password@`` of any URL masked (tfwheels refuses such URLs, but only
+    after the lock is taken)."""
+    from tfwheels.redact import scrub
+
+    return _USERINFO.sub("***@", scrub(" ".join(argv)))
 
 
 def _holder_path(lock_path: Path) -> Path:
@@ -80,7 +93,7 @@ def hold(lock_path: Path, what: str, wait: bool, timeout: float | None = None) -
             raise LockBusy(msg) from None
     holder = _holder_path(lock_path)
     try:
-        info = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.time()}
+        info = {"pid": os.getpid(), "command": shown_command(sys.argv), "since": time.time()}
         holder.write_text(json.dumps(info), "utf-8")
         yield
     finally:
