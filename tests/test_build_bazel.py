@@ -182,6 +182,14 @@ def test_an_early_command_the_plan_does_not_run_is_stopped_first(project: dict[s
     assert json.loads(path.read_text())["argv"] == planned  # recorded again from the plan
 
 
+def test_a_fix_rebuild_starts_early_too(project: dict[str, Path]) -> None:
+    # The README's command has --fix: its first build is a build like any other.
+    result = run(project, "build-tf", "--profile", "example", "--source", str(project["tf"]), "--fix", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["early_start"] is True and summary["actions_executed"] == 0
+
+
 def test_a_changed_profile_outside_configs_is_not_started_early(project: dict[str, Path]) -> None:
     profile = project["base"] / "tf-verbose.yaml"
     example = load_profile("example", "tensorflow", project["root"] / "configs", project["root"])

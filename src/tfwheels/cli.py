@@ -175,7 +175,7 @@ def build(
     )
     layout = layout_for(root)
     record_name = early.key(project, profile_name, source, jobs, ram, remote)
-    record = None if force or fix else early.lookup(layout, record_name)
+    record = None if force else early.lookup(layout, record_name)
     if record is not None:
         with hold(tree_lock_path(record.tree), f"source tree {record.tree}", wait=wait):
             # After a wait for another build of this tree, what the record was made from may differ.
@@ -260,13 +260,15 @@ def _build_locked(
     # that stdout stays one JSON document.
     summary_console = console.err if settings.as_json else console.out
 
-    def execute(plan: Plan, early_bazel: EarlyBazel | None = None) -> pipeline.BuildResult:
+    unused_early = [early_bazel] if early_bazel is not None else []
+
+    def execute(plan: Plan) -> pipeline.BuildResult:
         return pipeline.execute(
             plan,
             allow_problems=settings.allow_problems,
             display=make_display(console.err),
             on_finish=lambda finished: _print_summary(finished, summary_console),
-            early=early_bazel,
+            early=unused_early.pop() if unused_early else None,  # the first round's only
         )
 
     if settings.fix:
@@ -276,7 +278,7 @@ def _build_locked(
             plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds
         )
     else:
-        result = execute(plan, early_bazel)
+        result = execute(plan)
     if early_bazel is None or not early_bazel.adopted or result.wrote_tree:  # else it holds
         from tfwheels.profiles import profile_files, resolve_profile_path
 

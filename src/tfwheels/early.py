@@ -16,7 +16,8 @@ own command runs as usual: a stale record costs a cancelled no-op, never a diffe
 No record is kept for a build with a remote cache or executor (their settings reach Bazel
 through a private rc file made anew for each command, credentials included) or with anything
 secret-looking in its command or environment: a record is a plain file, and secrets are never
-written to disk. ``--fix``, ``--force`` and ``--dry-run`` never start early.
+written to disk. ``--force`` and ``--dry-run`` never start early; with ``--fix`` only the first
+build may.
 """
 
 from __future__ import annotations
