@@ -75,3 +75,19 @@ def test_python_probe_is_cached_per_interpreter(tmp_path: Path, _own_cache: Path
     os.utime(fake, ns=(1, 1))  # touched: asked again
     probe_python(str(fake))
     assert counter.read_text().count("x") == 2
+
+
+def test_file_digest_is_kept_until_the_file_changes(tmp_path: Path, _own_cache: Path) -> None:
+    import hashlib
+
+    from tfwheels.probecache import file_digest
+
+    wheel = tmp_path / "w.whl"
+    wheel.write_bytes(b"one")
+    assert file_digest(wheel) == hashlib.sha256(b"one").hexdigest()
+    kept = json.loads((_own_cache / "tfwheels" / "digests.json").read_text())
+    assert [entry["value"] for entry in kept.values()] == [hashlib.sha256(b"one").hexdigest()]
+    stat = wheel.stat()
+    wheel.write_bytes(b"two")  # the same size: the mtime tells it was rewritten
+    os.utime(wheel, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000))
+    assert file_digest(wheel) == hashlib.sha256(b"two").hexdigest()

@@ -6,6 +6,7 @@ import filecmp
 import hashlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,11 +110,26 @@ def _runfiles_fingerprint(plan: Plan) -> str | None:
         return None
     if root is None or not root.is_dir():
         return None
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for relative, size, mtime in _files_under(root):
+        digest.update(f"{relative}\0{size}\0{mtime}\n".encode())
     return digest.hexdigest()
+
+
+def _files_under(root: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime) of every file under ``root``, links to files followed, links
+    to folders not, sorted. os.walk, not Path.rglob: TF's runfiles are tens of thousands of files."""
+    prefix = len(str(root)) + 1
+    found = []
+    for folder, _folders, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except OSError:  # a dangling link
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found.append((path[prefix:], info.st_size, info.st_mtime_ns))
+    return sorted(found)
 
 
 def _built_wheels(plan: Plan, summary: BuildSummary | None) -> list[Path]:

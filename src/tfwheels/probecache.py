@@ -78,3 +78,13 @@ def _load(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of ``path``, kept (in ``digests.json``) while its size, mtime and inode stay
+    the same, as Bazel keeps its own digests: a no-op rebuild of TensorFlow does not read its
+    300 MB wheel again to find it unchanged."""
+    from tfwheels.profiles import file_sha256
+
+    digest = cached(f"sha256 {os.path.abspath(path)}", [path], lambda: file_sha256(path), file="digests.json")
+    return str(digest)

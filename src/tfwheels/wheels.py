@@ -18,6 +18,7 @@ from tfwheels.atomic import copy_atomic, write_atomic
 from tfwheels.errors import UsageError, WheelError
 from tfwheels.interrupts import checkpoint
 from tfwheels.locks import dist_lock_path, hold
+from tfwheels.probecache import file_digest
 from tfwheels.problems import Problem
 from tfwheels.profiles import Profile, file_sha256
 
@@ -50,7 +51,7 @@ def already_collected(wheels: Iterable[Path], dist: Path) -> Collected | None:
             or not entry.get("verified")
             or not target.is_file()
             or target.stat().st_size != wheel.stat().st_size
-            or file_sha256(wheel) != entry.get("sha256")
+            or file_digest(wheel) != entry.get("sha256")
         ):
             return None
         accepted.append(entry)
