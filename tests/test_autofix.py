@@ -50,7 +50,8 @@ from tfwheels.errors import BuildError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.pipeline import BuildResult
 from tfwheels.plan import BuildOptions, Plan, make_plan
-from tfwheels.profiles import file_sha256, load_profile
+from tfwheels.atomic import file_sha256
+from tfwheels.profiles import load_profile
 from tfwheels.run import run
 
 STRINGS_BUILD = "tensorflow/core/lib/strings/BUILD"

@@ -88,15 +88,15 @@ def test_record_round_trip_and_what_invalidates_it(
     name = early.key("tensorflow", "example", str(plan.tree), None, None, RemoteOptions())
     assert name != early.key("tensorflow", "example", str(plan.tree), 2, None, RemoteOptions())
     assert early.lookup(layout, name) is None
-    assert early.remember(layout, name, plan, chain)
+    assert early.remember(name, plan, chain)
     record = early.lookup(layout, name)
     assert record is not None
     assert record.argv == tuple(plan.build_argv) and record.tree == plan.tree
     assert record.environment() == plan.environment()
     assert (layout.build / "early" / f"{name}.json").stat().st_mode & 0o777 == 0o600
-    matching = early.EarlyBazel(record, Started(record.argv, record.tree, record.environment()))
+    matching = early.EarlyBazel(record, Started(record.argv, record.environment()))
     assert matching.matches(plan)
-    other = early.EarlyBazel(record, Started((*record.argv, "--jobs=1"), record.tree, record.environment()))
+    other = early.EarlyBazel(record, Started((*record.argv, "--jobs=1"), record.environment()))
     assert not other.matches(plan)
     # A rendered file that configure would rewrite (the record fingerprints the tree's files).
     (plan.tree / ".bazelrc.user").write_text("# edited\n")
@@ -109,7 +109,7 @@ def test_no_record_for_a_build_with_a_private_rc_file(
 ) -> None:
     layout, plan, chain = planned
     name = early.key("tensorflow", "example", None, None, None, RemoteOptions())
-    assert early.remember(layout, name, plan, chain)
+    assert early.remember(name, plan, chain)
     secret = replace(plan, remote=replace(plan.remote, rc_path=tmp_path / "private.rc"))
-    assert not early.remember(layout, name, secret, chain)
+    assert not early.remember(name, secret, chain)
     assert not (layout.build / "early" / f"{name}.json").exists()

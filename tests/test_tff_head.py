@@ -19,7 +19,8 @@ from tfwheels.errors import ProfileError
 from tfwheels.layout import Layout
 from tfwheels.patches import load_series, touched_files
 from tfwheels.plan import BuildOptions, Plan, make_plan
-from tfwheels.profiles import Profile, file_sha256, load_profile
+from tfwheels.atomic import file_sha256
+from tfwheels.profiles import Profile, load_profile
 from tfwheels.source import default_tree, pinned_by_commit
 
 CONFIGS = ROOT / "configs"

@@ -10,6 +10,7 @@ not mkstemp's private 0600, unless the caller asks for another (a copy keeps its
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import os
 import shutil
 import tempfile
@@ -75,3 +76,12 @@ def copy_atomic(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` in one rename, keeping ``source``'s permissions."""
     with atomic_output(dest, source.stat().st_mode & 0o7777) as out, source.open("rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -35,7 +35,7 @@ import yaml
 from rich.markup import escape
 
 from tfwheels import __version__
-from tfwheels.atomic import write_atomic
+from tfwheels.atomic import file_sha256, write_atomic
 from tfwheels.console import err
 from tfwheels.credentials import session as remote_session
 from tfwheels.diagnose import (
@@ -46,7 +46,7 @@ from tfwheels.diagnose import (
     is_toolchain_header,
 )
 from tfwheels.errors import BuildError, TfwheelsError, UsageError
-from tfwheels.profiles import PROJECT_DIRS, Profile, file_sha256, load_profile, resolve_profile_path
+from tfwheels.profiles import PROJECT_DIRS, Profile, load_profile, resolve_profile_path
 from tfwheels.render import expand
 from tfwheels.run import run, which
 from tfwheels.yamlsafe import load_located

@@ -171,7 +171,7 @@ def build(
     profile_name = _require_profile(profile_name)
     settings = _BuildSettings(
         project, profile_name, source, jobs, ram, remote, as_json=as_json, allow_problems=allow_problems,
-        force=force, fix=fix, max_rounds=max_rounds, wait=wait,
+        force=force, fix=fix, max_rounds=max_rounds,
     )
     layout = layout_for(root)
     record_name = early.key(project, profile_name, source, jobs, ram, remote)
@@ -208,7 +208,6 @@ class _BuildSettings:
     force: bool
     fix: bool
     max_rounds: int
-    wait: bool
 
 
 def _tree_of(profile: Profile, layout: Layout, source: str | None) -> Path:
@@ -283,7 +282,7 @@ def _build_locked(
         from tfwheels.profiles import profile_files, resolve_profile_path
 
         path = resolve_profile_path(layout.configs, settings.project, settings.profile_ref)
-        early.remember(layout, record_name, result.plan, profile_files(path, layout.configs))
+        early.remember(record_name, result.plan, profile_files(path, layout.configs))
     if settings.as_json:
         _print_json(_result_json(result))
     return 0
@@ -616,7 +615,8 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
     from rich.table import Table
 
     from tfwheels.patches import load_series
-    from tfwheels.profiles import file_sha256, load_profile, profile_files, resolve_profile_path
+    from tfwheels.atomic import file_sha256
+    from tfwheels.profiles import load_profile, profile_files, resolve_profile_path
 
     layout = layout_for(root)
     entries = ci_matrix_entries(layout, platform, project_name(project) if project else None)

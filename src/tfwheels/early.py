@@ -60,10 +60,11 @@ def key(
     return hashlib.sha256(json.dumps(line, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _inputs(layout: Layout, plan: Plan, profile_chain: Iterable[Path]) -> list[Path]:
+def _inputs(plan: Plan, profile_chain: Iterable[Path]) -> list[Path]:
     """What a plan is made from and what configure and patch write: the profiles (and the files
     the profile extends, wherever they are), templates and patches, tfwheels itself, and the
     tree's rendered files and patch state."""
+    layout = plan.layout
     files = [p for folder in (layout.configs, layout.templates, layout.patches) if folder.is_dir()
              for p in sorted(folder.rglob("*")) if p.is_file()]
     files += [p for p in profile_chain if p not in files]
@@ -117,11 +118,11 @@ def lookup(layout: Layout, name: str) -> Record | None:
     return record
 
 
-def remember(layout: Layout, name: str, plan: Plan, profile_chain: Iterable[Path]) -> bool:
+def remember(name: str, plan: Plan, profile_chain: Iterable[Path]) -> bool:
     """Record the plan's Bazel command under ``name`` for the next build; False (and any old
     record removed) when it must not be kept: remote credentials, or something secret-looking.
     ``profile_chain``: the profile's file and each it extends."""
-    path = _path(layout, name)
+    path = _path(plan.layout, name)
     argv = tuple(plan.build_argv)
     env = plan.environment()
     env_set = {k: v for k, v in env.items() if os.environ.get(k) != v}
@@ -131,8 +132,10 @@ def remember(layout: Layout, name: str, plan: Plan, profile_chain: Iterable[Path
         and all(scrub(a) == a for a in argv)
         and all(scrub(v) == v for v in env_set.values())
     )
-    inputs = _inputs(layout, plan, profile_chain)
-    digest = fingerprint(inputs, missing_ok=True) if kept else None
+    digest = None
+    if kept:
+        inputs = _inputs(plan, profile_chain)
+        digest = fingerprint(inputs, missing_ok=True)
     if digest is None:
         path.unlink(missing_ok=True)
         return False

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tfwheels.atomic import copy_atomic, write_atomic
+from tfwheels.atomic import copy_atomic, file_sha256, write_atomic
 from tfwheels.errors import PatchError, ProfileError
 from tfwheels.layout import STATE_DIR, STATE_FILE
-from tfwheels.profiles import PatchEntry, Profile, file_sha256
+from tfwheels.profiles import PatchEntry, Profile
 from tfwheels.run import run
 
 ORIGINALS = "originals"

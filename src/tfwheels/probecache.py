@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tfwheels.atomic import write_atomic
+from tfwheels.atomic import file_sha256, write_atomic
 from tfwheels.layout import user_cache_dir
 
 _FILE = "probes.json"
@@ -84,7 +84,5 @@ def file_digest(path: Path) -> str:
     """The sha256 of ``path``, kept (in ``digests.json``) while its size, mtime and inode stay
     the same, as Bazel keeps its own digests: a no-op rebuild of TensorFlow does not read its
     300 MB wheel again to find it unchanged."""
-    from tfwheels.profiles import file_sha256
-
     digest = cached(f"sha256 {os.path.abspath(path)}", [path], lambda: file_sha256(path), file="digests.json")
     return str(digest)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import platform as _platform
 import re
 import sys
@@ -761,15 +760,6 @@ def _where(merged: _Merged, loc: Loc, fallback: str) -> str:
             return f"{file}:{line}"
         probe = probe[:-1]
     return f"{fallback}:1"
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def profile_schema() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from tfwheels import redact
-from tfwheels.atomic import write_atomic
+from tfwheels.atomic import file_sha256, write_atomic
 from tfwheels.bazel import LOCAL_CACHE_HITS, REMOTE_CACHE_HIT, cacheable_actions, executed_actions
 from tfwheels.errors import UsageError
 
@@ -130,18 +130,12 @@ def _wheels(result: BuildResult) -> list[dict[str, Any]]:
             {
                 "wheel": report.wheel,
                 "size": path.stat().st_size if path.is_file() else None,
-                "sha256": _sha256(path) if path.is_file() else None,
+                "sha256": file_sha256(path) if path.is_file() else None,
                 "verified": False,
                 "problems": [p.to_json() for p in report.problems],
             }
         )
     return wheels
-
-
-def _sha256(path: Path) -> str:
-    from tfwheels.profiles import file_sha256
-
-    return file_sha256(path)
 
 
 def build_report(result: BuildResult) -> dict[str, Any]:

@@ -188,9 +188,8 @@ class Started:
     a command that was not wanted reaches the console or a log.
     """
 
-    def __init__(self, argv: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None) -> None:
+    def __init__(self, argv: tuple[str, ...], env: dict[str, str] | None) -> None:
         self.argv = argv
-        self.cwd = cwd
         self.env = env
         self._lock = threading.Lock()
         self._held: list[str] = []
@@ -271,7 +270,7 @@ def start(
     """Start ``argv`` with its stdout and stderr merged, held line by line (see ``Started``);
     once the run is stopping (Ctrl-C), only ``cleanup`` commands still start."""
     _refuse_when_stopping(str(argv[0]))
-    started = Started(tuple(str(a) for a in argv), cwd, dict(env) if env is not None else None)
+    started = Started(tuple(str(a) for a in argv), dict(env) if env is not None else None)
     kwargs = _spawn_kwargs(cwd, env, stdin)
     kwargs.update(_out=started._line, _err_to_out=True, _out_bufsize=1, _encoding="utf-8",
                   _decode_errors="replace")

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
-from tfwheels.atomic import copy_atomic, write_atomic
+from tfwheels.atomic import copy_atomic, file_sha256, write_atomic
 from tfwheels.errors import UsageError, WheelError
 from tfwheels.interrupts import checkpoint
 from tfwheels.locks import dist_lock_path, hold
 from tfwheels.probecache import file_digest
 from tfwheels.problems import Problem
-from tfwheels.profiles import Profile, file_sha256
+from tfwheels.profiles import Profile
 
 if TYPE_CHECKING:
     from tfwheels.smoke import SmokeResult
