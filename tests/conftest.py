@@ -51,11 +51,17 @@ def copy_example(name: str, dest: Path) -> Path:
     return dest
 
 
-def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run ``invoke ARGS`` as a user would, in the project root, and capture everything."""
-    full_env = {**os.environ, **(env or {})}
+def invoke(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, python_flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``invoke ARGS`` as a user would, in the project root, and capture everything;
+    ``python_flags`` go to the interpreter (``-X importtime``)."""
+    # pytest names the running test in PYTEST_CURRENT_TEST; a user's environment does not
+    # change between two commands like that (tfwheels.early keys its saved plan on it).
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
+        [sys.executable, *python_flags, "-m", "invoke", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

@@ -145,12 +145,42 @@ def test_second_build_executes_no_bazel_action(project: dict[str, Path]) -> None
     # The first build recorded its Bazel command; this one started it before planning, found the
     # plan runs exactly that, and showed and logged its output as any build's.
     assert summary["early_start"] is True
+    # Nothing the plan was made from changed either, so the first build's plan was taken up.
+    assert summary["saved_plan"] is True
     assert [line for line in result.stderr.splitlines() if line.startswith("+ ")] == [
         f"+ {format_argv(json.loads(early_record(project, 'tf').read_text())['argv'])}"
     ]
     log = Path(summary["log"]).read_text()
     assert "INFO: Build completed successfully" in log and log == (project["build"] / "logs" / "latest.log").read_text()
     assert json.loads(Path(summary["report"]).read_text())["bazel"]["exit_code"] == 0
+
+
+def test_a_no_op_rebuild_loads_no_profile(project: dict[str, Path]) -> None:
+    # The saved plan stands in for the profile: neither pydantic nor a YAML loader of ours is
+    # imported (read from Python's own -X importtime report).
+    env = {"TFWHEELS_PROJECT": str(project["root"]), "TFWHEELS_BUILD": str(project["build"]),
+           "TFWHEELS_DIST": str(project["dist"])}
+    result = invoke("build-tf", "--profile", "example", "--source", str(project["tf"]), "--json", env=env,
+                    python_flags=("-X", "importtime"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["saved_plan"] is True and summary["actions_executed"] == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "tfwheels.pipeline" in imported  # the report is there
+    assert not imported & {"pydantic", "tfwheels.profiles", "tfwheels.remote", "tfwheels.yamlsafe", "jinja2"}
+
+
+def test_another_environment_plans_afresh(project: dict[str, Path]) -> None:
+    args = ("build-tf", "--profile", "example", "--source", str(project["tf"]), "--json")
+    result = invoke(*args, env={"TFWHEELS_PROJECT": str(project["root"]), "TFWHEELS_BUILD": str(project["build"]),
+                                "TFWHEELS_DIST": str(project["dist"]), "TFW_TEST_NEW_VARIABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    # Bazel still starts early (the plan it made runs the same command), but the plan is new.
+    assert summary["saved_plan"] is False and summary["early_start"] is True
+    assert summary["actions_executed"] == 0
+    again = json.loads(run(project, *args).stdout)
+    assert again["saved_plan"] is True  # the record still holds for the environment it was made in
 
 
 def early_record(project: dict[str, Path], tree: str) -> Path:
@@ -202,6 +232,7 @@ def test_a_changed_profile_outside_configs_is_not_started_early(project: dict[st
     second = run(project, *args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert json.loads(second.stdout)["early_start"] is False
+    assert json.loads(second.stdout)["saved_plan"] is False
     rc = (project["tf"] / ".bazelrc.user").read_text()  # where the profile's build flags go
     assert "--show_progress" in rc and "--verbose_failures" not in rc
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -113,3 +115,146 @@ def test_no_record_for_a_build_with_a_private_rc_file(
     secret = replace(plan, remote=replace(plan.remote, rc_path=tmp_path / "private.rc"))
     assert not early.remember(name, secret, chain)
     assert not (layout.build / "early" / f"{name}.json").exists()
+
+
+# --- the saved plan ---------------------------------------------------------------------------
+
+
+def _profile_paths() -> list[tuple[str, Path]]:
+    from tfwheels.profiles import list_profiles
+
+    return [(f.project, f.path) for f in list_profiles(ROOT / "configs")]
+
+
+@pytest.mark.parametrize(("project", "path"), _profile_paths(), ids=lambda v: getattr(v, "stem", v))
+def test_every_profiles_plan_comes_back_from_its_snapshot(project: str, path: Path, tmp_path: Path) -> None:
+    layout = Layout.at(ROOT, tmp_path / "build", tmp_path / "dist")
+    profile = load_profile(str(path), project, layout.configs, layout.root)
+    plan = make_plan(profile, layout, tmp_path / "absent", BuildOptions(dry_run=True))
+    again = Plan.from_snapshot(plan.snapshot())
+    assert replace(again, log_path=plan.log_path) == plan
+    assert again.log_path.parent == plan.log_path.parent and again.log_path.name.startswith(profile.key)
+    assert again.to_json() == {**plan.to_json(), "log": str(again.log_path)}
+
+
+def test_a_snapshot_that_is_not_a_plan_is_refused(planned: tuple[Layout, Plan, list[Path]]) -> None:
+    _, plan, _ = planned
+    data = plan.snapshot()
+    with pytest.raises(ValueError, match="not a saved plan"):
+        Plan.from_snapshot({**data, "profile": {**data["profile"], "unknown": 1}})
+    with pytest.raises(ValueError, match="not a saved plan"):
+        Plan.from_snapshot({k: v for k, v in data.items() if k != "tree"})
+
+
+@requires_bazel
+def test_the_saved_plan_needs_the_same_environment(
+    planned: tuple[Layout, Plan, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, plan, chain = planned
+    name = early.key("tensorflow", "example", str(plan.tree), None, None, RemoteOptions())
+    monkeypatch.setenv("SHLVL", "3")
+    assert early.remember(name, plan, chain)
+    record = early.lookup(layout, name)
+    assert record is not None
+    saved = record.saved_plan()
+    assert saved is not None and replace(saved, log_path=plan.log_path) == plan
+    monkeypatch.setenv("SHLVL", "4")  # another shell of the same user: still the same plan
+    assert record.saved_plan() is not None
+    monkeypatch.setenv("TFW_TEST_API_TOKEN", "not in the digest")  # credentials stay out of it
+    assert record.saved_plan() is not None
+    monkeypatch.setenv("TFW_TEST_SOMETHING_NEW", "1")
+    assert record.saved_plan() is None
+    monkeypatch.delenv("TFW_TEST_SOMETHING_NEW")
+    monkeypatch.setenv("CI", "true")  # planning reads it (--show_progress_rate_limit)
+    assert record.saved_plan() is None
+
+
+@requires_bazel
+def test_what_the_host_gives_a_plan_invalidates_the_record(
+    planned: tuple[Layout, Plan, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, plan, chain = planned
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    name = early.key("tensorflow", "example", str(plan.tree), None, None, RemoteOptions())
+    assert early.remember(name, plan, chain)
+    assert early.lookup(layout, name) is not None
+    (tools / "bazelisk").write_text("#!/bin/sh\n")  # find_bazel would prefer it now
+    assert early.lookup(layout, name) is None
+    assert early.remember(name, plan, chain)
+    (plan.tree / ".bazelversion").write_text("9.9.9\n")  # check_version would refuse it now
+    assert early.lookup(layout, name) is None
+    assert early.remember(name, plan, chain)
+    (layout.configs / "tf" / ".tfw-test-new-profile.yaml").touch()  # configs/ gained a file
+    try:
+        assert early.lookup(layout, name) is None
+    finally:
+        (layout.configs / "tf" / ".tfw-test-new-profile.yaml").unlink()
+
+
+_AUDIT: list[tuple[str, tuple[object, ...]]] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _AUDIT is not None and event in ("open", "os.listdir", "os.scandir", "subprocess.Popen", "os.exec", "os.posix_spawn"):
+        _AUDIT.append((event, args))
+
+
+@requires_bazel
+@pytest.mark.parametrize(("project", "example"), [("tensorflow", "tf-mini"), ("tensorflow_federated", "tff-mini")])
+def test_the_record_fingerprints_every_file_planning_reads(project: str, example: str, tmp_path: Path) -> None:
+    # What a saved plan rests on: were any file that planning opens or lists missing from the
+    # record's inputs, a change to it would leave the saved plan in use, stale.
+    global _AUDIT
+    from tfwheels.cli import _preflight
+    from tfwheels.layout import user_cache_dir
+    from tfwheels.source import prepare_source
+
+    tree = copy_example(example, tmp_path / "tree")
+    layout = Layout.at(ROOT, tmp_path / "build", tmp_path / "dist")
+    layout.dist.mkdir()
+    probe = make_plan(load_profile("example", "tensorflow", layout.configs, layout.root), layout, tree,
+                      BuildOptions(dry_run=True))
+    tag = probe.host.python_tag
+    (layout.dist / f"tensorflow-0.1.0-{tag}-{tag}-{probe.host.platform_tag}.whl").write_bytes(b"a TF wheel")
+
+    def plan_once() -> tuple[Plan, list[Path]]:
+        profile = load_profile("example", project, layout.configs, layout.root)
+        _preflight(profile, layout)
+        source, _ = prepare_source(profile, layout, str(tree))
+        chain = profile_files(resolve_profile_path(layout.configs, project, "example"), layout.configs)
+        return make_plan(profile, layout, source, BuildOptions()), chain
+
+    plan_once()  # modules imported and the probe and render caches filled, as on a rebuild
+    sys.addaudithook(_audit)
+    _AUDIT = []
+    try:
+        plan, chain = plan_once()
+        events = _AUDIT
+    finally:
+        _AUDIT = None
+    inputs = {os.path.realpath(p) for p in early._inputs(plan, chain)}
+    # Not planning's inputs: Python's own files (imports), and the caches of probes and renders,
+    # whose entries are keyed on the files they were made from (which are inputs themselves).
+    # psutil reads the host's cores and memory from /proc and /sys; a record takes those as fixed.
+    exempt = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, *sys.path, str(user_cache_dir()),
+                                            "/proc", "/sys"} if p]
+    unread: list[str] = []
+    for event, args in events:
+        assert event in ("open", "os.listdir", "os.scandir"), f"planning ran a process: {args}"
+        target = args[0]
+        if event == "open":
+            assert not isinstance(args[1], str) or set(args[1]) <= set("rbt"), f"planning wrote {target}"
+            if isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR):
+                raise AssertionError(f"planning wrote {target}")
+        if not isinstance(target, (str, os.PathLike)):
+            continue  # a file descriptor
+        path = os.path.realpath(os.fspath(target))
+        if path in inputs or any(path == root or path.startswith(root + os.sep) for root in exempt):
+            continue
+        unread.append(f"{event} {path}")
+    seen = {os.path.realpath(os.fspath(a[0])) for e, a in events if isinstance(a[0], (str, os.PathLike))}
+    assert {os.path.realpath(p) for p in chain} <= seen  # the hook did see planning read
+    assert plan.required_wheels or project == "tensorflow"
+    assert not unread, "planning read files the record does not fingerprint:\n" + "\n".join(unread)

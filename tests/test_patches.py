@@ -18,7 +18,6 @@ from tfwheels.patches import (
     revert_series,
     touched_files,
 )
-from tfwheels.profiles import PatchEntry
 
 FILES = {
     "a.txt": "one\ntwo\nthree\n",
@@ -66,8 +65,7 @@ def series(root: Path, patches: dict[str, str]) -> list[PatchFile]:
     for name, text in patches.items():
         path = folder / name
         path.write_text(text)
-        entry = PatchEntry(file=name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-        result.append(PatchFile(entry, path))
+        result.append(PatchFile(name, hashlib.sha256(path.read_bytes()).hexdigest(), path))
     return result
 
 

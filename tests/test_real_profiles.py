@@ -134,7 +134,7 @@ def test_tff_profile_pins(name: str) -> None:
     assert (profile.python.version, profile.python.hermetic) == ("3.11", False)
     assert profile.requires.wheels == ("tensorflow==2.14.*",)
     assert profile.rc_files == (".bazelrc.user",)
-    assert [p.entry.file for p in load_series(profile, ROOT / "patches")] == [
+    assert [p.name for p in load_series(profile, ROOT / "patches")] == [
         "tff/0.87/0001-build-python-package-any-platform.patch",
         "tff/0.87/0002-pyproject-no-hardcoded-plat-name.patch",
         "tff/0.87/0003-bazelrc-haswell-opt-in-macos-cxx17.patch",

@@ -1039,6 +1039,11 @@ class _Round:
     def __init__(self, plan: Plan, profile_path: Path, log: Path) -> None:
         self.plan = plan
         self.profile_path = profile_path
+        # The validated model (a plan keeps only plain facts of it): where patches go, and the
+        # series the new one is appended to.
+        self.profile = load_profile(
+            str(profile_path), plan.profile.project, plan.layout.configs, plan.layout.root
+        )
         self.log = log
         self.query = BazelQuery.for_plan(plan)
         self.texts: dict[Path, str] = {}
@@ -1084,7 +1089,7 @@ class _Round:
         self, rule: str, deps: tuple[str, ...], headers: tuple[str, ...], text: str
     ) -> WrittenPatch:
         """Write the patch file and append it to the profile; undo both if the profile breaks."""
-        layout, profile = self.plan.layout, self.plan.profile
+        layout, profile = self.plan.layout, self.profile
         folder = patch_folder(profile)
         name = patch_file_name(next_patch_number(layout.patches / folder), rule)
         path = layout.patches / folder / name

@@ -11,11 +11,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfwheels.errors import ToolMissingError
 from tfwheels.probecache import cached
-from tfwheels.profiles import Profile
 from tfwheels.run import Result, Started, run, which
+
+if TYPE_CHECKING:
+    from tfwheels.profile_facts import ProfileFacts
+    from tfwheels.profiles import Profile
 
 # Debian's bazel-bootstrap: Bazel 4.2.3, whose binary reports ``no_version``.
 DEBIAN_BAZEL = "4.2.3"
@@ -169,7 +173,7 @@ def check_version(tool: BazelTool, profile: Profile, tree: Path | None) -> list[
     return warnings
 
 
-def bazel_env(tool: BazelTool, profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
+def bazel_env(tool: BazelTool, profile: ProfileFacts, base: Mapping[str, str]) -> dict[str, str]:
     """The environment Bazel runs in: bazelisk is told the exact version."""
     env = dict(base)
     if tool.kind == "bazelisk":

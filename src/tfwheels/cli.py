@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from tfwheels import pipeline
     from tfwheels.early import EarlyBazel
-    from tfwheels.plan import Plan
+    from tfwheels.plan import BuildOptions, Plan
     from tfwheels.profiles import Profile
     from tfwheels.remote_options import RemoteOptions
 
@@ -150,7 +150,9 @@ def build(
 
     When the last build of this command line recorded its Bazel command and nothing it was
     planned from has changed, that command starts before the profile is even loaded, and the
-    plan adopts it or stops it (tfwheels.early).
+    plan adopts it or stops it (tfwheels.early). Where the host and the environment are also
+    unchanged, the recorded plan is the plan and the profile is not loaded at all (not with
+    ``fix``, which edits the profile).
     """
     from tfwheels import early
     from tfwheels.remote_options import RemoteOptions
@@ -182,6 +184,13 @@ def build(
             current = early.lookup(layout, record_name) if wait else record
             if current is not None and current.tree == record.tree:
                 with early.started(current) as running_early:
+                    saved = None if fix else current.saved_plan()
+                    done = _source_in_place(saved, source, force) if saved is not None else None
+                    if saved is not None and done is not None:
+                        console.err.print(f"source: {done}")
+                        console.err.print("plan: the last build's (nothing it was made from has changed)")
+                        chain = current.profile_chain
+                        return _run_plan(saved, settings, record_name, running_early, lambda: chain, saved=True)
                     _, profile = _profile(root, project, profile_name)
                     if _tree_of(profile, layout, source) == current.tree:
                         return _build_locked(profile, layout, settings, record_name, running_early)
@@ -208,6 +217,19 @@ class _BuildSettings:
     force: bool
     fix: bool
     max_rounds: int
+
+
+def _source_in_place(plan: Plan, override: str | None, force: bool) -> str | None:
+    """What ``prepare_source`` would say for the saved plan's tree, if it would leave it as it
+    is; None when it would fetch (the profile is then loaded and the source prepared as usual)."""
+    from tfwheels.source import reuse_checkout
+
+    if override:
+        return f"using {plan.tree}"
+    git = plan.profile.source.git
+    if git is not None:
+        return reuse_checkout(plan.tree, git.commit, force=force)
+    return f"reusing {plan.tree}"
 
 
 def _tree_of(profile: Profile, layout: Layout, source: str | None) -> Path:
@@ -243,9 +265,7 @@ def _build_locked(
     record_name: str,
     early_bazel: EarlyBazel | None,
 ) -> int:
-    from tfwheels import early, pipeline
     from tfwheels.plan import BuildOptions, make_plan
-    from tfwheels.progress import make_display
     from tfwheels.source import prepare_source
 
     _preflight(profile, layout)
@@ -253,6 +273,32 @@ def _build_locked(
     console.err.print(f"source: {done}")
     options = BuildOptions(jobs=settings.jobs, local_ram_mb=settings.ram, remote=settings.remote)
     plan = make_plan(profile, layout, tree, options)
+
+    def chain() -> list[Path]:
+        from tfwheels.profiles import profile_files, resolve_profile_path
+
+        path = resolve_profile_path(layout.configs, settings.project, settings.profile_ref)
+        return profile_files(path, layout.configs)
+
+    return _run_plan(plan, settings, record_name, early_bazel, chain, options)
+
+
+def _run_plan(
+    plan: Plan,
+    settings: _BuildSettings,
+    record_name: str,
+    early_bazel: EarlyBazel | None,
+    profile_chain: Callable[[], Iterable[Path]],
+    options: BuildOptions | None = None,
+    *,
+    saved: bool = False,
+) -> int:
+    """Build ``plan`` (with ``--fix`` rounds), record its command for the next build, print the
+    result; ``profile_chain``: the profile's file and each it extends, for the record; ``saved``:
+    the plan is the last build's (tfwheels.early)."""
+    from tfwheels import early, pipeline
+    from tfwheels.progress import make_display
+
     for warning in plan.warnings:
         console.err.print(f"[yellow]warning:[/yellow] {warning}")
     # The summary table ends every build, failed ones too; with --json it goes to stderr so
@@ -273,18 +319,16 @@ def _build_locked(
     if settings.fix:
         from tfwheels.autofix import build_with_fixes
 
+        assert options is not None, "a --fix build makes its plan afresh"
         result = build_with_fixes(
             plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds
         )
     else:
         result = execute(plan)
     if early_bazel is None or not early_bazel.adopted or result.wrote_tree:  # else it holds
-        from tfwheels.profiles import profile_files, resolve_profile_path
-
-        path = resolve_profile_path(layout.configs, settings.project, settings.profile_ref)
-        early.remember(record_name, result.plan, profile_files(path, layout.configs))
+        early.remember(record_name, result.plan, profile_chain())
     if settings.as_json:
-        _print_json(_result_json(result))
+        _print_json({**_result_json(result), "saved_plan": saved})
     return 0
 
 
@@ -397,7 +441,7 @@ def collect(root: Path, project: str, profile_name: str | None, *, wheels: list[
         msg = f"no wheels given and none in {layout.wheelhouse(profile.key)}; build first or name the wheels"
         raise UsageError(msg)
     metadata = {"profile": profile.name, "project": profile.project, "version": profile.version, "platform": profile.platform}
-    result = collect_wheels(paths, profile, layout.dist, layout.rejected(), metadata, allow_problems)
+    result = collect_wheels(paths, profile.facts(), layout.dist, layout.rejected(), metadata, allow_problems)
     for entry in result.accepted:
         console.out.print(f"collected: {entry['wheel']}")
     for report in result.rejected:
@@ -632,7 +676,7 @@ def ci_matrix(root: Path, *, platform: str = "darwin_arm64", project: str | None
             digest.update(f"profile {name} {file_sha256(file)}\n".encode())
         # load_series checks each patch file against the sha256 the profile pins.
         for patch_file in load_series(profile, layout.patches):
-            digest.update(f"patch {patch_file.name} {patch_file.entry.sha256}\n".encode())
+            digest.update(f"patch {patch_file.name} {patch_file.sha256}\n".encode())
         return digest.hexdigest()
 
     for entry in entries:

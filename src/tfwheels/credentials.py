@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from tfwheels.console import err
 from tfwheels.errors import TfwheelsError
 from tfwheels.redact import mask_in_place, redactor, scrub_file
-from tfwheels.remote import RemotePlan, check_secrets, redacted
+from tfwheels.remote_plan import STALE_NAME, RemotePlan, check_secrets, rc_folders, redacted
 from tfwheels.run import run
 
 if TYPE_CHECKING:
@@ -109,8 +109,6 @@ def sweep_stale(folders: list[Path] | None = None) -> list[Path]:
     it. Folders of live processes, of other users, or of any other name are left alone.
     Returns the folders removed.
     """
-    from tfwheels.remote import STALE_NAME, rc_folders
-
     removed: list[Path] = []
     for folder in rc_folders() if folders is None else folders:
         try:
@@ -192,7 +190,7 @@ def _problem(remote: RemotePlan, values: Mapping[str, str]) -> tuple[str, str] |
         for line in remote.rc_lines
         if line.env
     }
-    for url in dict.fromkeys(u for u in (remote.spec.cache, remote.spec.executor) if u):
+    for url in dict.fromkeys(u for u in (remote.settings.cache, remote.settings.executor) if u):
         if url.startswith("http"):
             problem = probe_http(url, headers)
         else:
@@ -209,7 +207,7 @@ def preflight(remote: RemotePlan, values: Mapping[str, str]) -> bool:
         return True
     url, problem = found
     fix = _fix(remote) if "credential" in problem else "check the URL and that the server is up"
-    if remote.spec.local_fallback:
+    if remote.settings.local_fallback:
         err.print(
             f"[yellow]warning:[/yellow] remote {url} {problem}; building locally "
             "(remote.local_fallback is on)",
@@ -233,7 +231,7 @@ def local_retry_warranted(remote: RemotePlan, exit_code: int, log_text: str | It
     a build that failed for any other reason (a compile error, an interrupt) is not.
     ``log_text`` is the text Bazel printed, or its lines (``log_lines_since``).
     """
-    if exit_code == 0 or not remote.spec.local_fallback or not remote.remote_url:
+    if exit_code == 0 or not remote.settings.local_fallback or not remote.remote_url:
         return False
     if exit_code == REMOTE_ERROR_EXIT:
         return True
@@ -353,7 +351,7 @@ def disk_cache_warning(remote: RemotePlan, now: float | None = None) -> str | No
     if remote.disk_cache is None or not remote.disk_cache.is_dir():
         return None
     now = time.time() if now is None else now
-    limit = remote.spec.disk_cache.max_gb * _GB
+    limit = remote.settings.disk_cache_max_gb * _GB
     stamp = remote.disk_cache / SIZE_STAMP
     size = _recent_size(stamp, now)
     if size is None or size > limit:
@@ -366,7 +364,7 @@ def disk_cache_warning(remote: RemotePlan, now: float | None = None) -> str | No
         return None
     return (
         f"the disk cache {remote.disk_cache} holds more than {size / _GB:.2f} GB, past "
-        f"remote.disk_cache.max_gb {remote.spec.disk_cache.max_gb:g}; delete it (rm -rf "
+        f"remote.disk_cache.max_gb {remote.settings.disk_cache_max_gb:g}; delete it (rm -rf "
         f"{remote.disk_cache}) or raise the limit with --disk-cache-max-gb"
     )
 

@@ -13,6 +13,15 @@ tree, with that environment, and neither configure nor patch has anything to wri
 Otherwise it is stopped with one SIGINT, as at Ctrl-C, before the tree changes, and the plan's
 own command runs as usual: a stale record costs a cancelled no-op, never a different build.
 
+The record also keeps the plan itself (``Plan.snapshot``), with the host files planning read
+(the tree's .bazelversion, the Bazel and Python binaries, the folders on PATH, dist/ for a build
+that consumes wheels, Jinja2) added to the fingerprint and a digest of the environment beside
+it. While all of those are unchanged, a fresh plan would be the same plan, so ``saved_plan``
+gives it back and the build skips loading the profile (pydantic, YAML) altogether; a test
+audits that every file planning opens is in the fingerprint. The digest leaves out variables
+that differ between two shells of one user and that no planning reads (``SHLVL``, ``OLDPWD``,
+SSH session addresses, terminal ids): they would only cost the head start.
+
 No record is kept for a build with a remote cache or executor (their settings reach Bazel
 through a private rc file made anew for each command, credentials included) or with anything
 secret-looking in its command or environment: a record is a plain file, and secrets are never
@@ -25,7 +34,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +54,13 @@ if TYPE_CHECKING:
 
 _FOLDER = "early"
 _PACKAGE = Path(__file__).resolve().parent
+# Per shell or session, and read by no planning: left out of the environment digest.
+_SESSION_VARIABLES = frozenset({
+    "_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY",
+    "TERM_SESSION_ID", "ITERM_SESSION_ID", "SECURITYSESSIONID", "WINDOWID", "TMUX_PANE",
+    "XDG_SESSION_ID",
+})
+_CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_KEY|AUTH", re.IGNORECASE)
 
 
 def key(
@@ -69,8 +86,41 @@ def _inputs(plan: Plan, profile_chain: Iterable[Path]) -> list[Path]:
              for p in sorted(folder.rglob("*")) if p.is_file()]
     files += [p for p in profile_chain if p not in files]
     files += sorted(_PACKAGE.glob("*.py"))
+    files += [p for folder in (layout.configs, layout.templates, layout.patches) if folder.is_dir()
+              for p in [folder, *sorted(folder.rglob("*"))] if p.is_dir()]  # files added or removed
     rendered = [plan.tree / dest for dest in sorted(plan.rendered)]
-    return [*files, *rendered, plan.tree / STATE_DIR / STATE_FILE]
+    return [*files, *rendered, plan.tree / STATE_DIR / STATE_FILE, *_host_inputs(plan)]
+
+
+def _host_inputs(plan: Plan) -> list[Path]:
+    """The host's files a plan is made from: the workspace's .bazelversion and hermetic Python
+    lock, the Bazel and Python binaries, the folders PATH searches (a bazelisk installed there
+    is preferred), dpkg's database (Debian's Bazel version), Jinja2, and for a build that
+    consumes wheels, dist/ and those wheels."""
+    import importlib.util
+
+    python_version = plan.host.python_tag.removeprefix("cp")
+    lock = f"requirements_lock_{python_version[:1]}_{python_version[1:]}.txt"
+    files = [plan.tree / ".bazelversion", plan.tree / lock, plan.bazel.path, Path(plan.host.python_bin)]
+    files += [Path(folder) for folder in os.environ.get("PATH", "").split(os.pathsep) if folder]
+    files.append(Path("/var/lib/dpkg/status"))
+    jinja = importlib.util.find_spec("jinja2")
+    if jinja is not None and jinja.origin:
+        files.append(Path(jinja.origin))
+    if plan.profile.requires.wheels:
+        files += [plan.layout.dist, *plan.required_wheels]
+    return files
+
+
+def environment_digest(env: Mapping[str, str] | None = None) -> str:
+    """A digest of the environment (default: this process's) without per-session variables,
+    and without credential-like ones: not even a digest of a secret goes to disk, and planning
+    reads credentials only for a remote cache, whose builds keep no record."""
+    env = os.environ if env is None else env
+    kept = sorted(
+        (k, v) for k, v in env.items() if k not in _SESSION_VARIABLES and not _CREDENTIAL_NAME.search(k)
+    )
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -84,12 +134,26 @@ class Record:
     env_unset: tuple[str, ...] = ()
     inputs: tuple[Path, ...] = ()
     fingerprint: str = ""
+    profile_chain: tuple[Path, ...] = ()
+    plan: dict[str, Any] | None = None
+    environment_digest: str = ""
 
     def environment(self) -> dict[str, str]:
         """The environment the recorded command ran in, on top of this process's."""
         env = {k: v for k, v in os.environ.items() if k not in self.env_unset}
         env.update(self.env_set)
         return env
+
+    def saved_plan(self) -> Plan | None:
+        """The plan this command line made last time, if this environment is that one's."""
+        if self.plan is None or self.environment_digest != environment_digest():
+            return None
+        from tfwheels.plan import Plan
+
+        try:
+            return Plan.from_snapshot(self.plan)
+        except ValueError:
+            return None
 
 
 def _path(layout: Layout, name: str) -> Path:
@@ -108,6 +172,9 @@ def lookup(layout: Layout, name: str) -> Record | None:
             env_unset=tuple(data["env_unset"]),
             inputs=tuple(Path(p) for p in data["inputs"]),
             fingerprint=str(data["fingerprint"]),
+            profile_chain=tuple(Path(p) for p in data.get("profile_chain", ())),
+            plan=data.get("plan"),
+            environment_digest=str(data.get("environment_digest", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -132,7 +199,11 @@ def remember(name: str, plan: Plan, profile_chain: Iterable[Path]) -> bool:
         and all(scrub(a) == a for a in argv)
         and all(scrub(v) == v for v in env_set.values())
     )
+    snapshot = plan.snapshot()
+    text = json.dumps(snapshot)
+    kept = kept and scrub(text) == text
     digest = None
+    profile_chain = list(profile_chain)
     if kept:
         inputs = _inputs(plan, profile_chain)
         digest = fingerprint(inputs, missing_ok=True)
@@ -147,6 +218,9 @@ def remember(name: str, plan: Plan, profile_chain: Iterable[Path]) -> bool:
         "env_unset": sorted(k for k in os.environ if k not in env),
         "inputs": [str(p) for p in inputs],
         "fingerprint": digest,
+        "profile_chain": [str(p) for p in profile_chain],
+        "environment_digest": environment_digest(),
+        "plan": snapshot,
     }
     try:
         write_atomic(path, json.dumps(data, indent=1).encode() + b"\n", 0o600)

@@ -16,28 +16,27 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfwheels.atomic import copy_atomic, file_sha256, write_atomic
 from tfwheels.errors import PatchError, ProfileError
 from tfwheels.layout import STATE_DIR, STATE_FILE
-from tfwheels.profiles import PatchEntry, Profile
 from tfwheels.run import run
+
+if TYPE_CHECKING:
+    from tfwheels.profiles import Profile
 
 ORIGINALS = "originals"
 
 
 @dataclass(frozen=True)
 class PatchFile:
-    """A patch of the series: its entry in the profile and its verified file."""
+    """A patch of the series: its file as the profile names it (relative to patches/), the
+    sha256 the profile pins, and the file, verified against it."""
 
-    entry: PatchEntry
+    name: str
+    sha256: str
     path: Path
-
-    @property
-    def name(self) -> str:
-        """The path relative to patches/, as the profile writes it."""
-        return self.entry.file
 
 
 @dataclass
@@ -79,7 +78,7 @@ def load_series(profile: Profile, patches_dir: Path) -> list[PatchFile]:
                 "if the change is intended, put the new sha256 in the profile"
             )
             raise PatchError(msg)
-        series.append(PatchFile(entry, path))
+        series.append(PatchFile(entry.file, entry.sha256, path))
     return series
 
 
@@ -213,7 +212,7 @@ def _stage(tree: Path, files: Iterable[str], staging: Path) -> None:
 
 
 def _recorded(series: Sequence[PatchFile]) -> list[dict[str, str]]:
-    return [{"file": p.name, "sha256": p.entry.sha256} for p in series]
+    return [{"file": p.name, "sha256": p.sha256} for p in series]
 
 
 def series_in_place(tree: Path, series: Sequence[PatchFile]) -> bool:

@@ -233,7 +233,7 @@ def manifest_metadata(plan: Plan, result: BuildResult) -> dict[str, Any]:
         "version": profile.version,
         "platform": profile.platform,
         "source": source,
-        "patches": [{"file": p.name, "sha256": p.entry.sha256} for p in plan.series],
+        "patches": [{"file": p.name, "sha256": p.sha256} for p in plan.series],
         "bazel_version": plan.bazel.version or "unknown",
         "bazel": plan.bazel.describe(),
         "build_seconds": round(sum(result.stages.values()), 3),

@@ -1,28 +1,36 @@
 """Turn a profile into a build plan: every file to render, patch to apply and command to run.
 
 Making a plan changes nothing on disk, so ``--dry-run`` prints exactly what a build would do.
+
+A plan is plain data (no pydantic model in it): ``Plan.snapshot`` and ``Plan.from_snapshot``
+let a rebuild take up the last build's plan without loading the profile (tfwheels.early). The
+profile and remote models, Jinja2 and psutil load only when a plan is made afresh.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from tfwheels.bazel import NOT_FOUND, BazelTool, bazel_env, build_argv, check_version, find_bazel
 from tfwheels.errors import ProfileError, TfwheelsError, UsageError
-from tfwheels.hostinfo import resources
 from tfwheels.layout import Layout
 from tfwheels.patches import PatchFile, load_series
-from tfwheels.profiles import Profile
+from tfwheels.profile_facts import ProfileFacts
 from tfwheels.pyenv import PythonFacts, probe_python
-from tfwheels.remote import RemoteOptions, RemotePlan, resolve_remote
+from tfwheels.remote_options import RemoteOptions
+from tfwheels.remote_plan import RemotePlan
 from tfwheels.render import HostValues, expand, render
+
+if TYPE_CHECKING:
+    from tfwheels.profiles import Profile
 
 # Not secrets, but they change every run; Bazel must not see them as build inputs.
 _BEP_NAME = "build_events.json"
@@ -43,7 +51,7 @@ class BuildOptions:
 class Plan:
     """Everything one build of a profile will do, in order."""
 
-    profile: Profile
+    profile: ProfileFacts
     layout: Layout
     tree: Path
     bazel: BazelTool
@@ -93,6 +101,23 @@ class Plan:
         base = {k: v for k, v in base.items() if k not in self.remote.secret_env}
         return bazel_env(self.bazel, self.profile, base)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The plan as JSON-able data, for ``from_snapshot``."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> Plan:
+        """The plan ``snapshot`` saved, with a log file of this run's own; ValueError if the data
+        is not a plan (of this tfwheels)."""
+        import dacite
+
+        config = dacite.Config(type_hooks={Path: Path}, cast=[tuple], strict=True)
+        try:
+            plan = dacite.from_dict(cls, data, config)
+        except dacite.DaciteError as exc:
+            raise ValueError(f"not a saved plan: {exc}") from exc
+        return dataclasses.replace(plan, log_path=log_file(plan.layout, plan.profile.key))
+
     def to_json(self) -> dict[str, Any]:
         """The plan as the ``--dry-run --json`` contract: stable keys, argv lists in order."""
         profile = self.profile
@@ -112,7 +137,7 @@ class Plan:
             "configs": list(profile.bazel.configs),
             "env": dict(sorted(self.env_overrides.items())),
             "rendered": dict(sorted(self.rendered.items())),
-            "patches": [{"file": p.name, "sha256": p.entry.sha256} for p in self.series],
+            "patches": [{"file": p.name, "sha256": p.sha256} for p in self.series],
             "wheel": {
                 "distribution": profile.wheel.distribution,
                 "platform_tag": self.host.platform_tag,
@@ -230,8 +255,16 @@ def _python(profile: Profile, options: BuildOptions, warnings: list[str]) -> Pyt
         return PythonFacts(interpreter, major, minor, site)
 
 
+def log_file(layout: Layout, key: str) -> Path:
+    """This build's log file under build/logs/, named by the profile's key and the second."""
+    return layout.logs / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
 def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOptions) -> Plan:
     """Resolve a profile against this host into a Plan, touching nothing."""
+    from tfwheels.hostinfo import resources
+    from tfwheels.remote import resolve_remote
+
     warnings: list[str] = []
     python = _python(profile, options, warnings)
     python_version = profile.python.version or python.version
@@ -299,9 +332,8 @@ def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOption
     env_overrides = {k: expand(v, values) for k, v in profile.env.items()}
     env_overrides.setdefault("PYTHON_BIN_PATH", python.executable)
     package_argv = _package_argv(profile, tree, bazel, startup, flags, values)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     return Plan(
-        profile=profile,
+        profile=profile.facts(),
         layout=layout,
         tree=tree,
         bazel=bazel,
@@ -312,7 +344,7 @@ def make_plan(profile: Profile, layout: Layout, tree: Path, options: BuildOption
         flags=flags,
         package_argv=package_argv,
         env_overrides=env_overrides,
-        log_path=layout.logs / f"{profile.key}-{stamp}.log",
+        log_path=log_file(layout, profile.key),
         bep_path=layout.build / "bep" / profile.key / _BEP_NAME,
         required_wheels=required,
         warnings=warnings,

@@ -33,6 +33,16 @@ from pydantic import (
 )
 
 from tfwheels.errors import ProfileError
+from tfwheels.profile_facts import (
+    BazelFacts,
+    GitFacts,
+    PackageFacts,
+    ProfileFacts,
+    PythonVersionFacts,
+    RequiresFacts,
+    SourceFacts,
+    WheelFacts,
+)
 from tfwheels.remote import RemoteSpec, no_leading_dash
 from tfwheels.yamlsafe import Loc, Located, load_located
 
@@ -502,6 +512,35 @@ class Profile(_Model):
     def python_version(self) -> str:
         """The Python major.minor the wheel is for."""
         return self.python.version or f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    def facts(self) -> ProfileFacts:
+        """What the build stages read of this profile, as plain data (tfwheels.profile_facts)."""
+        git = self.source.git
+        step = self.package
+        return ProfileFacts(
+            name=self.name,
+            file=self.file,
+            key=self.key,
+            project=self.project,
+            project_dir=self.project_dir,
+            version=self.version,
+            platform=self.platform,
+            source=SourceFacts(
+                git=GitFacts(git.url, git.ref, git.commit) if git is not None else None,
+                path=self.source.path,
+            ),
+            bazel=BazelFacts(
+                self.bazel.version, tuple(self.bazel.targets), tuple(self.bazel.configs),
+                tuple(self.bazel.build_flags), dict(sorted(self.bazel.repo_env.items())),
+            ),
+            package=PackageFacts(step.kind, step.script, step.target, step.directory, tuple(step.args)),
+            wheel=WheelFacts(self.wheel.distribution, self.wheel.platform_tag),
+            python=PythonVersionFacts(self.python.version),
+            requires=RequiresFacts(
+                tuple(self.requires.wheels), self.requires.folder_env, self.requires.tree_folder
+            ),
+            test_command=tuple(self.test_command),
+        )
 
 
 # --- finding, loading, merging ----------------------------------------------------------------

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -33,6 +31,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from tfwheels.errors import ProfileError, UsageError
 from tfwheels.layout import user_cache_dir
 from tfwheels.remote_options import RemoteOptions
+from tfwheels.remote_plan import (
+    DEFAULT_DISK_CACHE_MAX_GB,
+    RcLine,
+    RemotePlan,
+    RemoteSettings,
+    check_secrets,
+    private_rc_path,
+    redacted,
+)
 from tfwheels.yamlsafe import load_located
 
 if TYPE_CHECKING:
@@ -40,7 +47,6 @@ if TYPE_CHECKING:
 
 CACHE_SCHEMES = ("http", "https", "grpc", "grpcs")
 EXECUTOR_SCHEMES = ("grpc", "grpcs")
-DEFAULT_DISK_CACHE_MAX_GB = 50.0
 _ENV_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
 _MIN_SECRET = 8
 
@@ -364,30 +370,6 @@ def effective_spec(
 # --- where things live -------------------------------------------------------------------------
 
 
-# The credentials folder: ``tfwheels-<pid of the build>-<16 hex digits>``; the pid lets the next
-# build sweep the folder of one killed with SIGKILL (tfwheels.credentials.sweep_stale).
-STALE_NAME = re.compile(r"tfwheels-(\d+)-[0-9a-f]{16}")
-
-
-def rc_folders(env: Mapping[str, str] | None = None) -> list[Path]:
-    """The folders a credentials rc may be put in, preferred first."""
-    env = os.environ if env is None else env
-    candidates = [env.get("XDG_RUNTIME_DIR"), "/dev/shm", tempfile.gettempdir()]
-    return [Path(f) for f in dict.fromkeys(c for c in candidates if c) if os.path.isdir(f)]
-
-
-def private_rc_path(env: Mapping[str, str] | None = None) -> Path:
-    """A fresh, unguessable path for the credentials rc file, in memory-backed storage if any.
-
-    The folder does not exist yet: ``tfwheels.credentials`` creates it with mode 0700 and fails
-    if something is already there. ``$XDG_RUNTIME_DIR`` (a per-user tmpfs) is preferred, then
-    ``/dev/shm``, then the user's temp folder (private per user on macOS).
-    """
-    name = f"tfwheels-{os.getpid()}-{secrets.token_hex(8)}"
-    for folder in rc_folders(env):
-        if os.access(folder, os.W_OK | os.X_OK):
-            return folder / name / "remote.bazelrc"
-    return Path(tempfile.gettempdir()) / name / "remote.bazelrc"
 
 
 # --- the resolved settings ---------------------------------------------------------------------
@@ -401,88 +383,6 @@ def _version_tuple(version: str | None) -> tuple[int, int]:
     """
     match = re.match(r"(\d+)\.(\d+)", version or "")
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-
-
-def redacted(env_name: str) -> str:
-    """How a secret from ``env_name`` is shown wherever it would otherwise appear."""
-    return f"<redacted:env:{env_name}>"
-
-
-@dataclass(frozen=True)
-class RcLine:
-    """One ``build`` line of the private rc file; ``env`` names the variable holding its secret."""
-
-    option: str
-    env: str | None = None
-
-    def render(self, values: Mapping[str, str] | None) -> str:
-        """The line, with the secret filled in from ``values`` or shown redacted without them."""
-        if self.env is None:
-            return f"build {self.option}"
-        secret = values[self.env] if values is not None else redacted(self.env)
-        return f"build {self.option}{_rc_quote(secret) if values is not None else secret}"
-
-
-def _rc_quote(text: str) -> str:
-    if re.fullmatch(r"[\w@%+=:,./~-]*", text):
-        return text
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-@dataclass(frozen=True)
-class RemotePlan:
-    """What a build does about caches and remote execution, with secrets only as names."""
-
-    spec: RemoteSpec = field(default_factory=RemoteSpec)
-    disk_cache: Path | None = None
-    repository_cache: Path | None = None
-    rc_path: Path | None = None
-    rc_lines: tuple[RcLine, ...] = ()
-    flags: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    bazel_version: str | None = None
-
-    @property
-    def startup(self) -> list[str]:
-        """Startup options: the private rc file, when there is one."""
-        return [f"--bazelrc={self.rc_path}"] if self.rc_path else []
-
-    @property
-    def secret_env(self) -> tuple[str, ...]:
-        """The environment variables whose values are credentials."""
-        return tuple(sorted({line.env for line in self.rc_lines if line.env}))
-
-    @property
-    def remote_url(self) -> str | None:
-        """The remote cache (or, without one, the executor) Bazel talks to."""
-        return self.spec.cache or self.spec.executor
-
-    def rc_text(self, values: Mapping[str, str] | None, *, local_only: bool = False) -> str:
-        """The private rc file; ``local_only`` keeps the remote settings out (local fallback)."""
-        head = "# Written by tfwheels for one Bazel command and removed after it. Do not copy.\n"
-        if local_only:
-            return head + "# The remote cache was unreachable or refused us: building locally.\n"
-        return head + "".join(line.render(values) + "\n" for line in self.rc_lines)
-
-    def to_json(self) -> dict[str, Any]:
-        """The settings for ``--dry-run --json``: credentials as ``<redacted:env:NAME>``."""
-        spec = self.spec
-        return {
-            "disk_cache": str(self.disk_cache) if self.disk_cache else None,
-            "disk_cache_max_gb": spec.disk_cache.max_gb,
-            "repository_cache": str(self.repository_cache) if self.repository_cache else None,
-            "cache": spec.cache,
-            "executor": spec.executor,
-            "instance_name": spec.instance_name,
-            "platform": dict(sorted(spec.platform.items())),
-            "upload": spec.upload,
-            "compression": any("compression" in line.option for line in self.rc_lines),
-            "local_fallback": spec.local_fallback,
-            "headers": {name: redacted(ref.removeprefix("env:")) for name, ref in sorted(spec.headers.items())},
-            "credential_helper": spec.credential_helper,
-            "rc_file": str(self.rc_path) if self.rc_path else None,
-            "rc": [line.render(None) for line in self.rc_lines],
-        }
 
 
 def _disk_cache(spec: DiskCacheSpec, env: Mapping[str, str]) -> Path | None:
@@ -552,25 +452,18 @@ def _remote_lines(spec: RemoteSpec, version: tuple[int, int], bazel: str | None)
     return lines, warnings
 
 
-def check_secrets(plan: RemotePlan, env: Mapping[str, str]) -> dict[str, str]:
-    """The value of every credential variable; UsageError (exit 2) naming the first missing one."""
-    values: dict[str, str] = {}
-    for line in plan.rc_lines:
-        if line.env is None:
-            continue
-        value = env.get(line.env, "")
-        header = line.option.removeprefix("--remote_header=").rstrip("=")
-        if not value:
-            msg = (
-                f"environment variable {line.env} is not set (remote.headers.{header} reads it); "
-                f"export {line.env}=<your credential> or remove the header"
-            )
-            raise UsageError(msg)
-        if any(c in value for c in "\n\r\0"):
-            msg = f"environment variable {line.env} holds a newline or NUL; set it to the bare credential"
-            raise UsageError(msg)
-        values[line.env] = value
-    return values
+def _settings(spec: RemoteSpec) -> RemoteSettings:
+    return RemoteSettings(
+        cache=spec.cache,
+        executor=spec.executor,
+        instance_name=spec.instance_name,
+        platform=dict(sorted(spec.platform.items())),
+        upload=spec.upload,
+        local_fallback=spec.local_fallback,
+        headers=dict(sorted(spec.headers.items())),
+        credential_helper=spec.credential_helper,
+        disk_cache_max_gb=spec.disk_cache.max_gb,
+    )
 
 
 def resolve_remote(
@@ -611,7 +504,7 @@ def resolve_remote(
         warnings.append("remote.headers/credential_helper are set but no remote.cache or "
                         "remote.executor; they are not used")
     plan = RemotePlan(
-        spec=spec,
+        settings=_settings(spec),
         disk_cache=disk,
         repository_cache=repo,
         rc_path=private_rc_path(env) if lines else None,
@@ -640,6 +533,7 @@ __all__ = [
     "RcLine",
     "RemoteOptions",
     "RemotePlan",
+    "RemoteSettings",
     "RemoteSpec",
     "check_secrets",
     "effective_spec",

@@ -16,17 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.version import Version
-from pydantic_core import to_jsonable_python
-
 from tfwheels import __version__
 from tfwheels.atomic import write_atomic
 from tfwheels.errors import ProfileError
 from tfwheels.probecache import cached
-from tfwheels.profiles import Profile
-
 if TYPE_CHECKING:
     import jinja2
+
+    from tfwheels.profiles import Profile
 
 _PLACEHOLDER = re.compile(r"%([A-Za-z_]+)%")
 
@@ -118,6 +115,8 @@ def _offsetof_workaround(profile: Profile) -> bool:
         and configure.TF_NEED_CLANG and configure.CLANG_COMPILER_PATH
     ):
         return False
+    from packaging.version import Version  # render() runs only where the plan is made afresh
+
     version = Version(profile.version).release[:2]
     for since, majors in _CLANG_OFFSETOF_MAJORS:
         if version >= Version(since).release[:2]:
@@ -158,6 +157,8 @@ def render(profile: Profile, host: HostValues, templates: Path) -> dict[str, str
     The result is kept in the per-user cache under a digest of the context and keyed on the
     template files and Jinja2's own files, so an unchanged profile renders without loading Jinja2.
     """
+    from pydantic_core import to_jsonable_python
+
     context = template_context(profile, host)
     items = [(item.template, item.dest, item.dest in profile.rc_files) for item in profile.render]
     try:

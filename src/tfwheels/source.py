@@ -15,13 +15,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfwheels.atomic import copy_if_changed, write_atomic
 from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.patches import STATE_DIR, read_state
-from tfwheels.profiles import GitSource, Profile
 from tfwheels.run import Result, run
+
+if TYPE_CHECKING:
+    from tfwheels.profiles import GitSource, Profile
 
 # Where a build records the wheels it put into the tree (requires.tree_folder).
 STAGED_WHEELS = "staged-wheels.json"
@@ -196,6 +199,26 @@ def _clone_tag(git: GitSource, clone: Path) -> None:
         raise SourceError(msg)
 
 
+def reuse_checkout(dest: Path, commit: str, *, force: bool = False) -> str | None:
+    """What was done when the existing checkout ``dest`` is at ``commit`` with no changes of the
+    user's; None when it is elsewhere and ``force`` lets it be fetched again; else SourceError."""
+    current = head_commit(dest)
+    if current is None:
+        msg = f"{dest} exists and is not a git checkout; remove it or pass --source"
+        raise SourceError(msg)
+    changes = user_changes(dest)
+    if changes and not force:
+        msg = f"{dest} has local changes ({', '.join(changes[:3])}); commit or discard them, or pass --force"
+        raise SourceError(msg)
+    if current == commit:
+        _exclude_own_files(dest)
+        return f"reused {dest} at {commit[:12]}"
+    if not force:
+        msg = f"{dest} is at {current[:12]}, not the pinned {commit[:12]}; pass --force to fetch again"
+        raise SourceError(msg)
+    return None
+
+
 def fetch_git(git: GitSource, dest: Path, *, force: bool = False) -> str:
     """Shallow-clone ``git.ref`` into ``dest`` and verify it is ``git.commit``.
 
@@ -206,20 +229,9 @@ def fetch_git(git: GitSource, dest: Path, *, force: bool = False) -> str:
     """
     by_commit = pinned_by_commit(git)
     if dest.exists():
-        current = head_commit(dest)
-        if current is None:
-            msg = f"{dest} exists and is not a git checkout; remove it or pass --source"
-            raise SourceError(msg)
-        changes = user_changes(dest)
-        if changes and not force:
-            msg = f"{dest} has local changes ({', '.join(changes[:3])}); commit or discard them, or pass --force"
-            raise SourceError(msg)
-        if current == git.commit:
-            _exclude_own_files(dest)
-            return f"reused {dest} at {git.commit[:12]}"
-        if not force:
-            msg = f"{dest} is at {current[:12]}, not the pinned {git.commit[:12]}; pass --force to fetch again"
-            raise SourceError(msg)
+        reused = reuse_checkout(dest, git.commit, force=force)
+        if reused is not None:
+            return reused
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

@@ -19,9 +19,9 @@ from tfwheels.interrupts import checkpoint
 from tfwheels.locks import dist_lock_path, hold
 from tfwheels.probecache import file_digest
 from tfwheels.problems import Problem
-from tfwheels.profiles import Profile
 
 if TYPE_CHECKING:
+    from tfwheels.profile_facts import ProfileFacts
     from tfwheels.smoke import SmokeResult
     from tfwheels.verify import WheelReport
 
@@ -78,7 +78,7 @@ def write_manifest(dist: Path, manifest: dict[str, Any]) -> None:
     write_atomic(dist / MANIFEST, data)
 
 
-def name_problems(wheel: Path, profile: Profile) -> list[str]:
+def name_problems(wheel: Path, profile: ProfileFacts) -> list[str]:
     """Ways the wheel's file name disagrees with what the profile builds."""
     from packaging.utils import canonicalize_name, parse_wheel_filename  # a no-op build has no new wheel
 
@@ -98,7 +98,7 @@ def name_problems(wheel: Path, profile: Profile) -> list[str]:
 
 def collect(
     wheels: Iterable[Path],
-    profile: Profile,
+    profile: ProfileFacts,
     dist: Path,
     rejected_dir: Path,
     metadata: dict[str, Any],
