@@ -214,10 +214,17 @@ def test_an_early_command_the_plan_does_not_run_is_stopped_first(project: dict[s
 
 def test_a_fix_rebuild_starts_early_too(project: dict[str, Path]) -> None:
     # The README's command has --fix: its first build is a build like any other.
-    result = run(project, "build-tf", "--profile", "example", "--source", str(project["tf"]), "--fix", "--json")
+    # The fixer and the profile it edits load only if that build fails: here it does not.
+    env = {"TFWHEELS_PROJECT": str(project["root"]), "TFWHEELS_BUILD": str(project["build"]),
+           "TFWHEELS_DIST": str(project["dist"])}
+    result = invoke("build-tf", "--profile", "example", "--source", str(project["tf"]), "--fix", "--json",
+                    env=env, python_flags=("-X", "importtime"))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["early_start"] is True and summary["actions_executed"] == 0
+    assert summary["saved_plan"] is True
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"tfwheels.autofix", "tfwheels.profiles", "pydantic"}
 
 
 def test_a_changed_profile_outside_configs_is_not_started_early(project: dict[str, Path]) -> None:
@@ -257,6 +264,12 @@ def test_tff_builds_against_the_tf_wheel_and_both_import(project: dict[str, Path
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.split() == ["0.1.0", "7.0"]
+    # A rebuild with the same TF wheel in dist/ takes up the last plan, required wheels included.
+    again = run(project, "build-tff", "--profile", "example", "--source", str(project["tff"]), "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert summary["saved_plan"] is True and summary["early_start"] is True
+    assert summary["actions_executed"] == 0
 
 
 def test_tff_can_take_the_tf_wheel_from_a_folder_in_its_tree(project: dict[str, Path]) -> None:

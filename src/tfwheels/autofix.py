@@ -1213,6 +1213,7 @@ def build_with_fixes(
     profile_ref: str,
     options: BuildOptions,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
+    first: BuildError | None = None,
 ) -> BuildResult:
     """Build ``plan``; on undeclared inclusions patch the BUILD files and build again.
 
@@ -1221,6 +1222,7 @@ def build_with_fixes(
     reloaded and a new plan made, whose patch stage applies the new patches. Stops with
     BuildError, after printing the findings, when a round writes no patch, when a header it fixed
     is reported again, or after ``max_rounds`` builds. Patches written before a stop stay.
+    ``first``: how the first round failed, when the caller has built ``plan`` already.
     """
     from tfwheels.plan import make_plan  # plan imports much of tfwheels; keep this module light
 
@@ -1232,6 +1234,8 @@ def build_with_fixes(
     fixed: set[tuple[str, str]] = set()
     for round_number in range(1, max_rounds + 1):
         try:
+            if round_number == 1 and first is not None:
+                raise first
             result = execute(plan)
         except BuildError as exc:
             error = exc

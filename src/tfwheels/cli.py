@@ -151,8 +151,8 @@ def build(
     When the last build of this command line recorded its Bazel command and nothing it was
     planned from has changed, that command starts before the profile is even loaded, and the
     plan adopts it or stops it (tfwheels.early). Where the host and the environment are also
-    unchanged, the recorded plan is the plan and the profile is not loaded at all (not with
-    ``fix``, which edits the profile).
+    unchanged, the recorded plan is the plan and the profile is not loaded at all; with ``fix``
+    the fixer loads it if that build fails.
     """
     from tfwheels import early
     from tfwheels.remote_options import RemoteOptions
@@ -184,7 +184,7 @@ def build(
             current = early.lookup(layout, record_name) if wait else record
             if current is not None and current.tree == record.tree:
                 with early.started(current) as running_early:
-                    saved = None if fix else current.saved_plan()
+                    saved = current.saved_plan()
                     done = _source_in_place(saved, source, force) if saved is not None else None
                     if saved is not None and done is not None:
                         console.err.print(f"source: {done}")
@@ -317,12 +317,10 @@ def _run_plan(
         )
 
     if settings.fix:
-        from tfwheels.autofix import build_with_fixes
+        from tfwheels.plan import BuildOptions
 
-        assert options is not None, "a --fix build makes its plan afresh"
-        result = build_with_fixes(
-            plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds
-        )
+        options = options or BuildOptions(jobs=settings.jobs, local_ram_mb=settings.ram, remote=settings.remote)
+        result = _build_fixing(plan, execute, settings, options)
     else:
         result = execute(plan)
     if early_bazel is None or not early_bazel.adopted or result.wrote_tree:  # else it holds
@@ -330,6 +328,30 @@ def _run_plan(
     if settings.as_json:
         _print_json({**_result_json(result), "saved_plan": saved})
     return 0
+
+
+def _build_fixing(
+    plan: Plan,
+    execute: Callable[[Plan], pipeline.BuildResult],
+    settings: _BuildSettings,
+    options: BuildOptions,
+) -> pipeline.BuildResult:
+    """``--fix``: the first round is a build like any other; the fixer, and the profile models
+    it edits, load only when that round fails (a rebuild of a fixed tree never needs them)."""
+    from tfwheels.errors import BuildError
+
+    if settings.max_rounds < 1:
+        msg = f"--max-rounds must be at least 1, not {settings.max_rounds}"
+        raise UsageError(msg)
+    try:
+        return execute(plan)
+    except BuildError as failed:
+        from tfwheels.autofix import build_with_fixes
+
+        return build_with_fixes(
+            plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds,
+            first=failed,
+        )
 
 
 def _print_plan(plan: Plan) -> None:
