@@ -144,6 +144,9 @@ def test_a_snapshot_that_is_not_a_plan_is_refused(planned: tuple[Layout, Plan, l
         Plan.from_snapshot({**data, "profile": {**data["profile"], "unknown": 1}})
     with pytest.raises(ValueError, match="not a saved plan"):
         Plan.from_snapshot({k: v for k, v in data.items() if k != "tree"})
+    for damaged in ({**data, "tree": None}, {**data, "flags": {"a": 1}}, ["a list"], "text"):
+        with pytest.raises(ValueError, match="not a saved plan"):
+            Plan.from_snapshot(damaged)  # type: ignore[arg-type]
 
 
 @requires_bazel

@@ -151,9 +151,13 @@ class Record:
         from tfwheels.plan import Plan
 
         try:
-            return Plan.from_snapshot(self.plan)
+            plan = Plan.from_snapshot(self.plan)
         except ValueError:
             return None
+        # The tree is the one locked for this build, and the command the one started early.
+        if plan.tree != self.tree or tuple(plan.build_argv) != self.argv:
+            return None
+        return plan
 
 
 def _path(layout: Layout, name: str) -> Path:

@@ -111,10 +111,12 @@ class Plan:
         is not a plan (of this tfwheels)."""
         import dacite
 
+        if not isinstance(data, dict):
+            raise ValueError(f"not a saved plan: a {type(data).__name__}, not a mapping")
         config = dacite.Config(type_hooks={Path: Path}, cast=[tuple], strict=True)
         try:
             plan = dacite.from_dict(cls, data, config)
-        except dacite.DaciteError as exc:
+        except (dacite.DaciteError, TypeError, ValueError) as exc:  # a cast of a wrong type
             raise ValueError(f"not a saved plan: {exc}") from exc
         return dataclasses.replace(plan, log_path=log_file(plan.layout, plan.profile.key))
 
