@@ -264,3 +264,44 @@ def test_the_record_fingerprints_every_file_planning_reads(project: str, example
     assert {os.path.realpath(p) for p in chain} <= seen  # the hook did see planning read
     assert plan.required_wheels or project == "tensorflow"
     assert not unread, "planning read files the record does not fingerprint:\n" + "\n".join(unread)
+
+
+@requires_bazel
+def test_a_tree_whose_staged_wheels_would_change_is_not_in_place(tmp_path: Path) -> None:
+    # An early Bazel is adopted only if staging the required wheels would write nothing in the
+    # tree, a wheel an earlier run staged and this one would remove included.
+    from tfwheels.patches import apply_series
+    from tfwheels.pipeline import _stage_required, _tree_in_place
+    from tfwheels.render import write_rendered
+
+    tree = copy_example("tff-mini", tmp_path / "tff")
+    layout = Layout.at(ROOT, tmp_path / "build", tmp_path / "dist")
+    layout.dist.mkdir()
+    profile_file = tmp_path / "tff-in-tree.yaml"
+    profile_file.write_text("extends: tff/example\nrequires:\n  wheels: [\"tensorflow>=0.1\"]\n  tree_folder: dist\n")
+    probe = make_plan(load_profile("example", "tensorflow", layout.configs, layout.root), layout, tree,
+                      BuildOptions(dry_run=True))
+    tag = f"{probe.host.python_tag}-{probe.host.python_tag}-{probe.host.platform_tag}"
+    old, new = (layout.dist / f"tensorflow-0.1.{n}-{tag}.whl" for n in (0, 1))
+    old.write_bytes(b"the TF wheel of an earlier build")
+
+    def plan() -> Plan:
+        profile = load_profile(str(profile_file), "tensorflow_federated", layout.configs, layout.root)
+        return make_plan(profile, layout, tree, BuildOptions())
+
+    first = plan()
+    write_rendered(first.rendered, tree)  # configure and patch done: only the staging is left
+    apply_series(tree, first.series)
+    assert not _tree_in_place(first)
+    _stage_required(first)
+    assert _tree_in_place(first) and (tree / "dist" / old.name).is_file()
+    new.write_bytes(b"a newer TF wheel")  # the newest version wins: the old one is unstaged
+    second = plan()
+    assert second.required_wheels == [new]
+    deps = layout.build / "deps" / second.profile.key
+    (deps / old.name).unlink()
+    shutil.copy(new, deps / new.name)
+    shutil.copy(new, tree / "dist" / new.name)  # as if copied, but the record and the old wheel remain
+    assert not _tree_in_place(second)
+    _stage_required(second)
+    assert _tree_in_place(second) and not (tree / "dist" / old.name).exists()

@@ -61,11 +61,16 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         handle.write(data)
 
 
+def same_bytes(source: Path, dest: Path) -> bool:
+    """True when ``dest`` is a file holding ``source``'s bytes (compared in chunks)."""
+    return dest.is_file() and filecmp.cmp(source, dest, shallow=False)
+
+
 def copy_if_changed(source: Path, dest: Path) -> bool:
     """Copy ``source`` to ``dest`` in one rename unless ``dest`` already holds the same bytes
     (compared in chunks, never whole in memory); the copy gets the default mode, not the
     source's (Bazel's outputs are read-only). Returns whether it copied."""
-    if dest.is_file() and filecmp.cmp(source, dest, shallow=False):
+    if same_bytes(source, dest):
         return False
     with atomic_output(dest) as out, source.open("rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import hashlib
 import os
 import shutil
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tfwheels.atomic import copy_if_changed, write_atomic
+from tfwheels.atomic import copy_if_changed, same_bytes, write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
@@ -28,7 +27,7 @@ from tfwheels.progress import BuildMonitor, Display, ProgressState, diagnose_log
 from tfwheels.render import expand, stale_rendered, write_rendered
 from tfwheels.report import write_report
 from tfwheels.run import Result, Started
-from tfwheels.source import head_commit, stage_wheels
+from tfwheels.source import head_commit, stage_wheels, staging_changes
 from tfwheels.wheels import Collected, already_collected, collect
 
 if TYPE_CHECKING:
@@ -175,15 +174,21 @@ def _built_wheels(plan: Plan, summary: BuildSummary | None) -> list[Path]:
     return [found[name] for name in sorted(found)]
 
 
+def _sync_changes(wheels: list[Path], output: Path) -> tuple[list[Path], list[Path]]:
+    """What ``_sync_wheels`` would do: the wheels in ``output`` to remove, and those to copy."""
+    names = {w.name for w in wheels}
+    stale = sorted(old for old in output.glob("*.whl") if old.name not in names)
+    return stale, [wheel for wheel in wheels if not same_bytes(wheel, output / wheel.name)]
+
+
 def _sync_wheels(wheels: list[Path], output: Path) -> list[Path]:
     """Make ``output`` hold exactly ``wheels`` (others removed, changed ones copied) as plain
     0644 files, not bazel-out's read-only ones; returns the copies."""
     output.mkdir(parents=True, exist_ok=True)
-    names = {w.name for w in wheels}
-    for old in output.glob("*.whl"):
-        if old.name not in names:
-            old.unlink()
-    for wheel in wheels:
+    stale, changed = _sync_changes(wheels, output)
+    for old in stale:
+        old.unlink()
+    for wheel in changed:
         copy_if_changed(wheel, output / wheel.name)
     return [output / wheel.name for wheel in wheels]
 
@@ -246,17 +251,10 @@ def _tree_in_place(plan: Plan) -> bool:
         return False
     if not plan.required_wheels:
         return True
-    deps = plan.layout.build / "deps" / plan.profile.key
-    if {p.name for p in deps.glob("*.whl")} != {w.name for w in plan.required_wheels}:
+    if any(_sync_changes(plan.required_wheels, plan.layout.build / "deps" / plan.profile.key)):
         return False
-    folders = [deps]
-    if plan.profile.requires.tree_folder:
-        folders.append(plan.tree / plan.profile.requires.tree_folder)
-    return all(
-        (folder / wheel.name).is_file() and filecmp.cmp(wheel, folder / wheel.name, shallow=False)
-        for folder in folders
-        for wheel in plan.required_wheels
-    )
+    folder = plan.profile.requires.tree_folder
+    return not folder or not staging_changes(plan.required_wheels, plan.tree, folder)
 
 
 def _stage_required(plan: Plan) -> None:

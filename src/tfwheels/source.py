@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfwheels.atomic import copy_if_changed, write_atomic
+from tfwheels.atomic import copy_if_changed, same_bytes, write_atomic
 from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.patches import STATE_DIR, read_state
@@ -99,6 +99,23 @@ def _staged_paths(tree: Path) -> set[str]:
         return set()
 
 
+def _staging_record(wheels: list[Path], folder: str) -> bytes:
+    record = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
+    return json.dumps(record, indent=1).encode() + b"\n"
+
+
+def staging_changes(wheels: list[Path], tree: Path, folder: str) -> list[str]:
+    """What ``stage_wheels`` would write in ``tree``: the tree-relative paths it would remove,
+    copy or rewrite (its record included); empty when the tree already holds that staging."""
+    wanted = {f"{folder.rstrip('/')}/{wheel.name}" for wheel in wheels}
+    changes = sorted(stale for stale in _staged_paths(tree) - wanted if (tree / stale).exists())
+    changes += [f"{folder}/{w.name}" for w in wheels if not same_bytes(w, tree / folder / w.name)]
+    record = tree / STATE_DIR / STAGED_WHEELS
+    if not (record.is_file() and record.read_bytes() == _staging_record(wheels, folder)):
+        changes.append(f"{STATE_DIR}/{STAGED_WHEELS}")
+    return changes
+
+
 def stage_wheels(wheels: list[Path], tree: Path, folder: str) -> None:
     """Put ``wheels`` in ``tree/folder`` (``requires.tree_folder``), removing only wheels an
     earlier run put there (the folder may hold the user's own); what was put there is recorded
@@ -109,8 +126,7 @@ def stage_wheels(wheels: list[Path], tree: Path, folder: str) -> None:
     (tree / folder).mkdir(parents=True, exist_ok=True)
     for wheel in wheels:
         copy_if_changed(wheel, tree / folder / wheel.name)
-    record = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
-    data = json.dumps(record, indent=1).encode() + b"\n"
+    data = _staging_record(wheels, folder)
     path = tree / STATE_DIR / STAGED_WHEELS
     if not (path.is_file() and path.read_bytes() == data):
         write_atomic(path, data)
