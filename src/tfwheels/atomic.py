@@ -66,15 +66,11 @@ def same_bytes(source: Path, dest: Path) -> bool:
     return dest.is_file() and filecmp.cmp(source, dest, shallow=False)
 
 
-def copy_if_changed(source: Path, dest: Path) -> bool:
-    """Copy ``source`` to ``dest`` in one rename unless ``dest`` already holds the same bytes
-    (compared in chunks, never whole in memory); the copy gets the default mode, not the
-    source's (Bazel's outputs are read-only). Returns whether it copied."""
-    if same_bytes(source, dest):
-        return False
+def copy_plain(source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``dest`` in one rename, never whole in memory; the copy gets the
+    default mode, not the source's (Bazel's outputs are read-only)."""
     with atomic_output(dest) as out, source.open("rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)
-    return True
 
 
 def copy_atomic(source: Path, dest: Path) -> None:

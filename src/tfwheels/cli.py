@@ -185,7 +185,7 @@ def build(
             if current is not None and current.tree == record.tree:
                 with early.started(current) as running_early:
                     saved = current.saved_plan()
-                    done = _source_in_place(saved, source, force) if saved is not None else None
+                    done = _saved_tree_as_is(saved, source, force) if saved is not None else None
                     if saved is not None and done is not None:
                         console.err.print(f"source: {done}")
                         console.err.print("plan: the last build's (nothing it was made from has changed)")
@@ -218,18 +218,21 @@ class _BuildSettings:
     fix: bool
     max_rounds: int
 
+    def options(self) -> BuildOptions:
+        """What this command line adds to the profile's plan."""
+        from tfwheels.plan import BuildOptions
 
-def _source_in_place(plan: Plan, override: str | None, force: bool) -> str | None:
-    """What ``prepare_source`` would say for the saved plan's tree, if it would leave it as it
-    is; None when it would fetch (the profile is then loaded and the source prepared as usual)."""
-    from tfwheels.source import reuse_checkout
+        return BuildOptions(jobs=self.jobs, local_ram_mb=self.ram, remote=self.remote)
 
-    if override:
-        return f"using {plan.tree}"
+
+def _saved_tree_as_is(plan: Plan, override: str | None, force: bool) -> str | None:
+    """What ``prepare_source`` would say of the saved plan's tree, if it leaves it as it is;
+    None when it would fetch or copy (the profile is then loaded and the source prepared)."""
+    from tfwheels.source import tree_as_is
+
     git = plan.profile.source.git
-    if git is not None:
-        return reuse_checkout(plan.tree, git.commit, force=force)
-    return f"reusing {plan.tree}"
+    commit = git.commit if git is not None else None
+    return tree_as_is(plan.tree, overridden=bool(override), commit=commit, force=force)
 
 
 def _tree_of(profile: Profile, layout: Layout, source: str | None) -> Path:
@@ -265,14 +268,13 @@ def _build_locked(
     record_name: str,
     early_bazel: EarlyBazel | None,
 ) -> int:
-    from tfwheels.plan import BuildOptions, make_plan
+    from tfwheels.plan import make_plan
     from tfwheels.source import prepare_source
 
     _preflight(profile, layout)
     tree, done = prepare_source(profile, layout, settings.source, force=settings.force)
     console.err.print(f"source: {done}")
-    options = BuildOptions(jobs=settings.jobs, local_ram_mb=settings.ram, remote=settings.remote)
-    plan = make_plan(profile, layout, tree, options)
+    plan = make_plan(profile, layout, tree, settings.options())
 
     def chain() -> list[Path]:
         from tfwheels.profiles import profile_files, resolve_profile_path
@@ -280,7 +282,7 @@ def _build_locked(
         path = resolve_profile_path(layout.configs, settings.project, settings.profile_ref)
         return profile_files(path, layout.configs)
 
-    return _run_plan(plan, settings, record_name, early_bazel, chain, options)
+    return _run_plan(plan, settings, record_name, early_bazel, chain)
 
 
 def _run_plan(
@@ -289,7 +291,6 @@ def _run_plan(
     record_name: str,
     early_bazel: EarlyBazel | None,
     profile_chain: Callable[[], Iterable[Path]],
-    options: BuildOptions | None = None,
     *,
     saved: bool = False,
 ) -> int:
@@ -317,16 +318,13 @@ def _run_plan(
         )
 
     if settings.fix:
-        from tfwheels.plan import BuildOptions
-
-        options = options or BuildOptions(jobs=settings.jobs, local_ram_mb=settings.ram, remote=settings.remote)
-        result = _build_fixing(plan, execute, settings, options)
+        result = _build_fixing(plan, execute, settings)
     else:
         result = execute(plan)
     if early_bazel is None or not early_bazel.adopted or result.wrote_tree:  # else it holds
         early.remember(record_name, result.plan, profile_chain())
     if settings.as_json:
-        _print_json({**_result_json(result), "saved_plan": saved})
+        _print_json(_result_json(result, saved_plan=saved))
     return 0
 
 
@@ -334,7 +332,6 @@ def _build_fixing(
     plan: Plan,
     execute: Callable[[Plan], pipeline.BuildResult],
     settings: _BuildSettings,
-    options: BuildOptions,
 ) -> pipeline.BuildResult:
     """``--fix``: the first round is a build like any other; the fixer, and the profile models
     it edits, load only when that round fails (a rebuild of a fixed tree never needs them)."""
@@ -349,7 +346,8 @@ def _build_fixing(
         from tfwheels.autofix import build_with_fixes
 
         return build_with_fixes(
-            plan, execute, profile_ref=settings.profile_ref, options=options, max_rounds=settings.max_rounds,
+            plan, execute, profile_ref=settings.profile_ref, options=settings.options(),
+            max_rounds=settings.max_rounds,
             first=failed,
         )
 
@@ -369,7 +367,7 @@ def _print_plan(plan: Plan) -> None:
         console.out.print(f"[yellow]warning:[/yellow] {warning}")
 
 
-def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
+def _result_json(result: pipeline.BuildResult, *, saved_plan: bool) -> dict[str, Any]:
     from tfwheels.report import cache_figures
 
     collected = result.collected
@@ -384,6 +382,7 @@ def _result_json(result: pipeline.BuildResult) -> dict[str, Any]:
         "report": str(result.report_path) if result.report_path else None,
         "ok": result.ok,
         "early_start": result.early_start,
+        "saved_plan": saved_plan,  # the last build's plan, taken up without loading the profile
     }
 
 

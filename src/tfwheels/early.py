@@ -82,14 +82,20 @@ def _inputs(plan: Plan, profile_chain: Iterable[Path]) -> list[Path]:
     the profile extends, wherever they are), templates and patches, tfwheels itself, and the
     tree's rendered files and patch state."""
     layout = plan.layout
-    files = [p for folder in (layout.configs, layout.templates, layout.patches) if folder.is_dir()
-             for p in sorted(folder.rglob("*")) if p.is_file()]
+    files: list[Path] = []
+    folders: list[Path] = []  # their entries: a file added or removed changes them
+    for root in (layout.configs, layout.templates, layout.patches):
+        if root.is_dir():
+            folders.append(root)
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    files.append(path)
+                elif path.is_dir():
+                    folders.append(path)
     files += [p for p in profile_chain if p not in files]
     files += sorted(_PACKAGE.glob("*.py"))
-    files += [p for folder in (layout.configs, layout.templates, layout.patches) if folder.is_dir()
-              for p in [folder, *sorted(folder.rglob("*"))] if p.is_dir()]  # files added or removed
     rendered = [plan.tree / dest for dest in sorted(plan.rendered)]
-    return [*files, *rendered, plan.tree / STATE_DIR / STATE_FILE, *_host_inputs(plan)]
+    return [*files, *folders, *rendered, plan.tree / STATE_DIR / STATE_FILE, *_host_inputs(plan)]
 
 
 def _host_inputs(plan: Plan) -> list[Path]:
@@ -203,7 +209,7 @@ def remember(name: str, plan: Plan, profile_chain: Iterable[Path]) -> bool:
         and all(scrub(a) == a for a in argv)
         and all(scrub(v) == v for v in env_set.values())
     )
-    snapshot = plan.snapshot()
+    snapshot = plan.snapshot() if kept else {}
     text = json.dumps(snapshot)
     kept = kept and scrub(text) == text
     digest = None

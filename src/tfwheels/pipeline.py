@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tfwheels.atomic import copy_if_changed, same_bytes, write_atomic
+from tfwheels.atomic import copy_plain, same_bytes, write_atomic
 from tfwheels.bazel import executed_actions, parse_processes, run_bazel
 from tfwheels.bep import BuildSummary, summarize_file
 from tfwheels.console import err
@@ -189,7 +189,7 @@ def _sync_wheels(wheels: list[Path], output: Path) -> list[Path]:
     for old in stale:
         old.unlink()
     for wheel in changed:
-        copy_if_changed(wheel, output / wheel.name)
+        copy_plain(wheel, output / wheel.name)
     return [output / wheel.name for wheel in wheels]
 
 
@@ -254,7 +254,7 @@ def _tree_in_place(plan: Plan) -> bool:
     if any(_sync_changes(plan.required_wheels, plan.layout.build / "deps" / plan.profile.key)):
         return False
     folder = plan.profile.requires.tree_folder
-    return not folder or not staging_changes(plan.required_wheels, plan.tree, folder)
+    return not folder or not any(staging_changes(plan.required_wheels, plan.tree, folder))
 
 
 def _stage_required(plan: Plan) -> None:

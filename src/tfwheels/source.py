@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfwheels.atomic import copy_if_changed, same_bytes, write_atomic
+from tfwheels.atomic import copy_plain, same_bytes, write_atomic
 from tfwheels.errors import TfwheelsError, UsageError
 from tfwheels.layout import Layout
 from tfwheels.patches import STATE_DIR, read_state
@@ -99,37 +99,33 @@ def _staged_paths(tree: Path) -> set[str]:
         return set()
 
 
-def _staging_record(wheels: list[Path], folder: str) -> bytes:
-    record = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
-    return json.dumps(record, indent=1).encode() + b"\n"
-
-
-def staging_changes(wheels: list[Path], tree: Path, folder: str) -> list[str]:
-    """What ``stage_wheels`` would write in ``tree``: the tree-relative paths it would remove,
-    copy or rewrite (its record included); empty when the tree already holds that staging."""
+def staging_changes(
+    wheels: list[Path], tree: Path, folder: str
+) -> tuple[list[str], list[Path], bytes | None]:
+    """What ``stage_wheels`` would do in ``tree``: the tree-relative paths of wheels an earlier
+    run staged to remove, the wheels to copy, and the record to write (None: it is in place);
+    empty lists and None when the tree already holds this staging."""
     wanted = {f"{folder.rstrip('/')}/{wheel.name}" for wheel in wheels}
-    changes = sorted(stale for stale in _staged_paths(tree) - wanted if (tree / stale).exists())
-    changes += [f"{folder}/{w.name}" for w in wheels if not same_bytes(w, tree / folder / w.name)]
-    record = tree / STATE_DIR / STAGED_WHEELS
-    if not (record.is_file() and record.read_bytes() == _staging_record(wheels, folder)):
-        changes.append(f"{STATE_DIR}/{STAGED_WHEELS}")
-    return changes
+    remove = sorted(stale for stale in _staged_paths(tree) - wanted if (tree / stale).exists())
+    copy = [wheel for wheel in wheels if not same_bytes(wheel, tree / folder / wheel.name)]
+    listed = {"folder": folder, "wheels": sorted(wheel.name for wheel in wheels)}
+    record = json.dumps(listed, indent=1).encode() + b"\n"
+    path = tree / STATE_DIR / STAGED_WHEELS
+    return remove, copy, None if path.is_file() and path.read_bytes() == record else record
 
 
 def stage_wheels(wheels: list[Path], tree: Path, folder: str) -> None:
     """Put ``wheels`` in ``tree/folder`` (``requires.tree_folder``), removing only wheels an
     earlier run put there (the folder may hold the user's own); what was put there is recorded
     in the tree's state folder, and ``user_changes`` does not count it as a local change."""
-    wanted = {f"{folder.rstrip('/')}/{wheel.name}" for wheel in wheels}
-    for stale in _staged_paths(tree) - wanted:
+    remove, copy, record = staging_changes(wheels, tree, folder)
+    for stale in remove:
         (tree / stale).unlink(missing_ok=True)
     (tree / folder).mkdir(parents=True, exist_ok=True)
-    for wheel in wheels:
-        copy_if_changed(wheel, tree / folder / wheel.name)
-    data = _staging_record(wheels, folder)
-    path = tree / STATE_DIR / STAGED_WHEELS
-    if not (path.is_file() and path.read_bytes() == data):
-        write_atomic(path, data)
+    for wheel in copy:
+        copy_plain(wheel, tree / folder / wheel.name)
+    if record is not None:
+        write_atomic(tree / STATE_DIR / STAGED_WHEELS, record)
 
 
 def user_changes(tree: Path) -> list[str]:
@@ -279,12 +275,30 @@ def fetch_git(git: GitSource, dest: Path, *, force: bool = False) -> str:
     return f"cloned {git.url} {git.ref} into {dest} at {git.commit[:12]}"
 
 
-def prepare_source(profile: Profile, layout: Layout, override: str | None, force: bool = False) -> tuple[Path, str]:
+def tree_as_is(tree: Path, *, overridden: bool, commit: str | None, force: bool = False) -> str | None:
+    """What ``prepare_source`` says of a tree it leaves as it is: a ``--source`` tree, an
+    existing copy of a path source, or a checkout at the pinned ``commit`` of a git source
+    (SourceError as ``reuse_checkout`` raises it); None when the tree is to be fetched or copied."""
+    if overridden:
+        return f"using {tree}"
+    if not tree.exists():
+        return None
+    if commit is not None:
+        return reuse_checkout(tree, commit, force=force)
+    return f"reusing {tree}"
+
+
+def prepare_source(
+    profile: Profile, layout: Layout, override: str | None, force: bool = False
+) -> tuple[Path, str]:
     """Make the tree exist (clone or copy it when needed); return it and what was done."""
     tree = source_tree(profile, layout, override)
-    if override:
-        return tree, f"using {tree}"
-    if profile.source.git is not None:
-        return tree, fetch_git(profile.source.git, tree, force=force)
-    copied = copy_path_source(profile, layout, tree)
-    return tree, (f"copied {profile.source.path} to {tree}" if copied else f"reusing {tree}")
+    git = profile.source.git
+    commit = git.commit if git is not None else None
+    done = tree_as_is(tree, overridden=bool(override), commit=commit, force=force)
+    if done is not None:
+        return tree, done
+    if git is not None:  # none there, or one elsewhere that --force lets go: fetch_git decides
+        return tree, fetch_git(git, tree, force=force)
+    copy_path_source(profile, layout, tree)
+    return tree, f"copied {profile.source.path} to {tree}"
